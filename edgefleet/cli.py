@@ -1,0 +1,20 @@
+"""The ``edgefleet`` command: one entry point, a sub-command per area.
+
+Sub-commands import their heavy dependencies (torch) lazily, so that ``edgefleet plan`` and the
+coordinator's commands run without torch installed.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from edgefleet.commands import plan
+
+app = typer.Typer(
+    name="edgefleet",
+    help="Fleet training orchestrator for memory-limited edge boards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(plan.app, name="plan")
