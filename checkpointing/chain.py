@@ -11,8 +11,11 @@ A chain has ``L`` stages ``0..L-1`` followed by the loss, which is treated as st
   ``cbw[0]`` belongs to no stage and is ignored.
 - ``ftmp[L]``: extra memory a forward of stage ``i`` holds while it runs, above its input and what
   it leaves behind.
-- ``btmp[L+1]``: extra memory the backward of stage ``i`` holds while it runs, above its tape, its
-  input and the incoming gradient; ``btmp[L]`` is the loss's.
+- ``btmp[L+1]``: extra memory the backward of stage ``i`` holds while it runs, above what is in
+  memory before it; ``btmp[L]`` is the loss's.
+- ``saves_output[L]`` (optional, all true by default): whether stage ``i``'s tape itself keeps its
+  output alive. When it does not, the output is dropped as soon as its gradient exists, as plain
+  autograd does; true is the conservative assumption.
 
 ``docs/checkpointing.md`` states the memory model exactly.
 """
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _KEYS = ("fw", "bw", "cw", "cbw", "ftmp", "btmp")
+_OPTIONAL_KEYS = ("saves_output",)
 
 
 class ChainError(ValueError):
@@ -47,6 +51,22 @@ def _as_numbers(name: str, values: object) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _as_flags(values: object, length: int) -> tuple[bool, ...]:
+    if values is None:
+        return (True,) * length
+    if not isinstance(values, Sequence) or isinstance(values, str | bytes):
+        raise ChainError(f"'saves_output' must be a list of booleans, got {type(values).__name__}")
+    if len(values) != length:
+        raise ChainError(
+            f"'saves_output' must have {length} entries for a chain of {length} stages, "
+            f"got {len(values)}"
+        )
+    for index, value in enumerate(values):
+        if not isinstance(value, bool):
+            raise ChainError(f"'saves_output[{index}]' must be true or false, got {value!r}")
+    return tuple(values)
+
+
 @dataclass(frozen=True)
 class Chain:
     """Per-stage times and sizes of a chain of ``L`` stages plus the loss."""
@@ -57,11 +77,13 @@ class Chain:
     cbw: tuple[float, ...]
     ftmp: tuple[float, ...]
     btmp: tuple[float, ...]
+    saves_output: tuple[bool, ...] | None = None
 
     def __post_init__(self) -> None:
         for key in _KEYS:
             object.__setattr__(self, key, _as_numbers(key, getattr(self, key)))
         length = len(self.fw)
+        object.__setattr__(self, "saves_output", _as_flags(self.saves_output, length))
         if length < 1:
             raise ChainError("'fw' must have at least one stage")
         expected = {
@@ -78,6 +100,19 @@ class Chain:
                     f"'{key}' must have {size} entries for a chain of {length} stages "
                     f"(len(fw) = {length}), got {got}"
                 )
+        for i, saves in enumerate(self.output_saved):
+            if not saves and self.cbw[i + 1] < self.cw[i + 1]:
+                raise ChainError(
+                    f"stage {i}: a tape that does not save its output still holds it, so "
+                    f"'cbw[{i + 1}]' ({self.cbw[i + 1]}) must be at least 'cw[{i + 1}]' "
+                    f"({self.cw[i + 1]})"
+                )
+
+    @property
+    def output_saved(self) -> tuple[bool, ...]:
+        """``saves_output`` with its default applied (always a full tuple)."""
+        assert self.saves_output is not None, "normalised in __post_init__"
+        return self.saves_output
 
     @property
     def length(self) -> int:
@@ -90,8 +125,10 @@ class Chain:
         sizes = (*self.cw, *self.cbw[1:], *self.ftmp, *self.btmp)
         return all(float(v).is_integer() for v in sizes)
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {key: list(getattr(self, key)) for key in _KEYS}
+    def to_dict(self) -> dict[str, list[float] | list[bool]]:
+        data: dict[str, list[float] | list[bool]] = {key: list(getattr(self, key)) for key in _KEYS}
+        data["saves_output"] = list(self.output_saved)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Chain:
@@ -100,10 +137,11 @@ class Chain:
         missing = [key for key in _KEYS if key not in data]
         if missing:
             raise ChainError(f"missing key(s): {', '.join(missing)}")
-        unknown = sorted(set(data) - set(_KEYS))
+        unknown = sorted(set(data) - set(_KEYS) - set(_OPTIONAL_KEYS))
         if unknown:
             raise ChainError(f"unknown key(s): {', '.join(unknown)}")
-        return cls(**{key: data[key] for key in _KEYS})  # type: ignore[arg-type]
+        present = [key for key in (*_KEYS, *_OPTIONAL_KEYS) if key in data]
+        return cls(**{key: data[key] for key in present})  # type: ignore[arg-type]
 
     @classmethod
     def from_json_file(cls, path: Path) -> Chain:

@@ -44,6 +44,8 @@ class ChainState:
         """Stages whose tape (output included) is in memory."""
         self.grads: set[int] = set()
         """Indices ``j`` whose gradient ``d_j`` is in memory."""
+        self.outputs: set[int] = set()
+        """Stages whose tape holds its output only until the output's gradient exists."""
         self.memory: float = chain.cw[0]
 
     def copy(self) -> ChainState:
@@ -51,18 +53,29 @@ class ChainState:
         other.plain = set(self.plain)
         other.tapes = set(self.tapes)
         other.grads = set(self.grads)
+        other.outputs = set(self.outputs)
         other.memory = self.memory
         return other
 
-    def key(self) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
-        return frozenset(self.plain), frozenset(self.tapes), frozenset(self.grads)
+    def key(self) -> tuple[frozenset[int], ...]:
+        return (
+            frozenset(self.plain),
+            frozenset(self.tapes),
+            frozenset(self.grads),
+            frozenset(self.outputs),
+        )
 
     @property
     def finished(self) -> bool:
         return 0 in self.grads
 
     def has_activation(self, j: int) -> bool:
-        return j in self.plain or (j - 1) in self.tapes
+        if j in self.plain:
+            return True
+        producer = j - 1
+        if producer not in self.tapes:
+            return False
+        return self.chain.output_saved[producer] or producer in self.outputs
 
     def apply(self, op: Op) -> tuple[float, float]:
         """Run ``op``; return (memory while it runs, its duration). ``ScheduleError`` if invalid."""
@@ -86,6 +99,10 @@ class ChainState:
                 during = self.memory + chain.cbw[j + 1] + chain.ftmp[j]
                 self.tapes.add(j)
                 self.memory += chain.cbw[j + 1]
+                if not chain.output_saved[j]:
+                    self.outputs.add(j)
+                    if (j + 1) in self.grads:
+                        self._drop_output(j)
                 return during, chain.fw[j]
             if (j + 1) in self.plain:
                 raise ScheduleError(f"a_{j + 1} is already stored")
@@ -113,19 +130,31 @@ class ChainState:
         if not self.has_activation(j):
             raise ScheduleError(f"its input a_{j} is not in memory")
         during = self.memory + chain.btmp[j]
+        assert j not in self.outputs, "an output is dropped once its gradient exists"
         self.tapes.remove(j)
         self.grads.remove(j + 1)
-        self.memory -= chain.cbw[j + 1] + chain.cw[j + 1]
+        tape_left = chain.cbw[j + 1] - (0.0 if chain.output_saved[j] else chain.cw[j + 1])
+        self.memory -= tape_left + chain.cw[j + 1]
         self._replace_activation_by_gradient(j)
         return during, chain.bw[j]
 
     def _replace_activation_by_gradient(self, j: int) -> None:
-        """``d_j`` replaces a stored ``a_j``; an ``a_j`` inside a tape stays until the tape goes."""
+        """``d_j`` arrives: ``a_j`` is needed no more, wherever nothing else keeps it alive.
+
+        A stored ``a_j`` goes, and so does the output held by the tape of stage ``j - 1`` unless
+        that tape saved it for its own backward.
+        """
         if j in self.plain:
             self.plain.remove(j)
             self.memory -= self.chain.cw[j]
         self.grads.add(j)
         self.memory += self.chain.cw[j]
+        if (j - 1) in self.outputs:
+            self._drop_output(j - 1)
+
+    def _drop_output(self, stage: int) -> None:
+        self.outputs.remove(stage)
+        self.memory -= self.chain.cw[stage + 1]
 
 
 def simulate(chain: Chain, schedule: Schedule) -> Simulation:

@@ -48,24 +48,29 @@ class _Discrete:
     cw: np.ndarray
     cbw: np.ndarray
     ftmp: np.ndarray
-    btmp: np.ndarray
+    bwd: np.ndarray
     budget_slots: int
     slot_size: float
 
 
 def _extended(chain: Chain) -> tuple[np.ndarray, ...]:
-    """The chain's arrays with the loss as stage ``L`` (no forward time, no output, no tape)."""
+    """The DP's arrays: the loss as stage ``L`` (no forward time, output or tape), and ``bwd``.
+
+    ``bwd[s]`` is what ``Bwd_s`` needs (see ``persistent_tables``): the incoming gradient counts
+    on its own only when the tape saved the output it would otherwise replace.
+    """
     fw = np.array([*chain.fw, 0.0], dtype=np.float64)
     bw = np.array(chain.bw, dtype=np.float64)
     cw = np.array([*chain.cw, 0.0], dtype=np.float64)
     cbw = np.array([*chain.cbw, 0.0], dtype=np.float64)
     ftmp = np.array([*chain.ftmp, 0.0], dtype=np.float64)
-    btmp = np.array(chain.btmp, dtype=np.float64)
-    return fw, bw, cw, cbw, ftmp, btmp
+    saved = np.array([*chain.output_saved, True], dtype=np.float64)
+    bwd = saved * cw[1:] + cbw[1:] + np.array(chain.btmp, dtype=np.float64)
+    return fw, bw, cw, cbw, ftmp, bwd
 
 
 def discretise(chain: Chain, budget: float, slots: int) -> _Discrete:
-    fw, bw, cw, cbw, ftmp, btmp = _extended(chain)
+    fw, bw, cw, cbw, ftmp, bwd = _extended(chain)
     if chain.is_integral and float(budget).is_integer() and budget <= slots:
         slot_size = 1.0
         budget_slots = int(budget)
@@ -83,7 +88,7 @@ def discretise(chain: Chain, budget: float, slots: int) -> _Discrete:
         to_slots(cw),
         to_slots(cbw),
         to_slots(ftmp),
-        to_slots(btmp),
+        to_slots(bwd),
         budget_slots,
         slot_size,
     )
@@ -91,8 +96,8 @@ def discretise(chain: Chain, budget: float, slots: int) -> _Discrete:
 
 def min_budget(chain: Chain) -> float:
     """The smallest budget (the input included) with which any persistent schedule runs."""
-    _, _, cw, cbw, ftmp, btmp = _extended(chain)
-    need = tables.min_peak_compiled(cw, cbw, ftmp, btmp)
+    _, _, cw, cbw, ftmp, bwd = _extended(chain)
+    need = tables.min_peak_compiled(cw, cbw, ftmp, bwd)
     return float(cw[0] + need[0, chain.length])
 
 
@@ -117,7 +122,7 @@ def solve_persistent(
         discrete.cw,
         discrete.cbw,
         discrete.ftmp,
-        discrete.btmp,
+        discrete.bwd,
         free,
     )
     if not math.isfinite(opt[0, chain.length, free]):

@@ -5,12 +5,16 @@ the loss) with ``m`` memory slots, given ``a_s`` in memory outside those slots a
 inside them; ``what[s, e, m]`` records the choice. The recurrences follow from the operation
 semantics of ``checkpointing.simulate`` (see ``docs/checkpointing.md``):
 
-- ``s == e``: ``Fe_s`` then ``Bwd_s``; needs ``cw[s+1] + cbw[s+1] + max(ftmp[s], btmp[s])``.
+- ``s == e``: ``Fe_s`` then ``Bwd_s``; needs ``max(cw[s+1] + cbw[s+1] + ftmp[s], bwd[s])``.
 - chain: ``Fe_s``, then ``s+1..e`` with ``m - cbw[s+1]``, then ``Bwd_s``; ``Fe_s`` needs
-  ``cw[e+1] + cbw[s+1] + ftmp[s]`` and ``Bwd_s`` needs ``cw[s+1] + cbw[s+1] + btmp[s]``.
+  ``cw[e+1] + cbw[s+1] + ftmp[s]`` and ``Bwd_s`` needs ``bwd[s]``.
 - leaf at ``s < j <= e``: ``Fc_s, Fn_{s+1}..Fn_{j-1}`` to store ``a_j``, then ``j..e`` with
   ``m - cw[j]``, then ``s..j-1`` with ``m``; the forwards need
   ``cw[e+1] + max(cw[s+1] + ftmp[s], max_{s<k<j} cw[k] + cw[k+1] + ftmp[k])``.
+
+``bwd[s]`` is the memory ``Bwd_s`` needs: its tape, its transient, and ``d_{s+1}`` unless that took
+the place of an output the tape did not save: ``saves_output[s] cw[s+1] + cbw[s+1] + btmp[s]``
+(either way ``d_{s+1}`` is there, in its own memory or in the output's).
 
 The arrays are extended so that the loss is stage ``L``: ``fw[L] = 0``, ``cw[L+1] = cbw[L+1] = 0``
 and ``ftmp[L] = 0``. Ties go to the chain, then to the smallest ``j``.
@@ -31,8 +35,8 @@ _SIGNATURE = (
 )
 
 
-def _base_need(cw: np.ndarray, cbw: np.ndarray, ftmp: np.ndarray, btmp: np.ndarray, s: int) -> int:
-    return int(cw[s + 1] + cbw[s + 1] + max(ftmp[s], btmp[s]))
+def _base_need(cw: np.ndarray, cbw: np.ndarray, ftmp: np.ndarray, bwd: np.ndarray, s: int) -> int:
+    return int(max(cw[s + 1] + cbw[s + 1] + ftmp[s], bwd[s]))
 
 
 @numba.njit(_SIGNATURE, cache=True)
@@ -42,21 +46,21 @@ def _tables_numba(
     cw: np.ndarray,
     cbw: np.ndarray,
     ftmp: np.ndarray,
-    btmp: np.ndarray,
+    bwd: np.ndarray,
     slots: int,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled; the numpy twin is the reference
     n = fw.shape[0]  # stages plus the loss
     opt = np.full((n, n, slots + 1), np.inf)
     what = np.full((n, n, slots + 1), INFEASIBLE, dtype=np.int32)
     for s in range(n):
-        need = cw[s + 1] + cbw[s + 1] + max(ftmp[s], btmp[s])
+        need = max(cw[s + 1] + cbw[s + 1] + ftmp[s], bwd[s])
         for m in range(max(need, 0), slots + 1):
             opt[s, s, m] = fw[s] + bw[s]
             what[s, s, m] = SINGLE
     for d in range(1, n):
         for s in range(n - d):
             e = s + d
-            chain_need = max(cw[e + 1] + cbw[s + 1] + ftmp[s], cw[s + 1] + cbw[s + 1] + btmp[s])
+            chain_need = max(cw[e + 1] + cbw[s + 1] + ftmp[s], bwd[s])
             chain_need = max(chain_need, cbw[s + 1])
             for m in range(max(chain_need, 0), slots + 1):
                 sub = opt[s + 1, e, m - cbw[s + 1]]
@@ -84,7 +88,7 @@ def tables_numpy(
     cw: np.ndarray,
     cbw: np.ndarray,
     ftmp: np.ndarray,
-    btmp: np.ndarray,
+    bwd: np.ndarray,
     slots: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The same tables, vectorised over memory with numpy (the readable reference)."""
@@ -101,15 +105,13 @@ def tables_numpy(
         return out
 
     for s in range(n):
-        fits = memory >= _base_need(cw, cbw, ftmp, btmp, s)
+        fits = memory >= _base_need(cw, cbw, ftmp, bwd, s)
         opt[s, s, fits] = fw[s] + bw[s]
         what[s, s, fits] = SINGLE
     for d in range(1, n):
         for s in range(n - d):
             e = s + d
-            chain_need = max(
-                cw[e + 1] + cbw[s + 1] + ftmp[s], cw[s + 1] + cbw[s + 1] + btmp[s], cbw[s + 1]
-            )
+            chain_need = max(cw[e + 1] + cbw[s + 1] + ftmp[s], bwd[s], cbw[s + 1])
             chain = fw[s] + bw[s] + shifted(opt[s + 1, e], int(cbw[s + 1]))
             chain[memory < chain_need] = np.inf
             best = chain
@@ -137,14 +139,14 @@ def tables_compiled(
     cw: np.ndarray,
     cbw: np.ndarray,
     ftmp: np.ndarray,
-    btmp: np.ndarray,
+    bwd: np.ndarray,
     slots: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    return _tables_numba(fw, bw, cw, cbw, ftmp, btmp, slots)
+    return _tables_numba(fw, bw, cw, cbw, ftmp, bwd, slots)
 
 
 def min_peak_python(
-    cw: np.ndarray, cbw: np.ndarray, ftmp: np.ndarray, btmp: np.ndarray
+    cw: np.ndarray, cbw: np.ndarray, ftmp: np.ndarray, bwd: np.ndarray
 ) -> np.ndarray:
     """``need[s, e]``: the least memory (outside ``a_s``) with which ``s..e`` can run at all.
 
@@ -154,13 +156,13 @@ def min_peak_python(
     n = ftmp.shape[0]
     need = np.full((n, n), np.inf)
     for s in range(n):
-        need[s, s] = cw[s + 1] + cbw[s + 1] + max(ftmp[s], btmp[s])
+        need[s, s] = max(cw[s + 1] + cbw[s + 1] + ftmp[s], bwd[s])
     for d in range(1, n):
         for s in range(n - d):
             e = s + d
             best = max(
                 cw[e + 1] + cbw[s + 1] + ftmp[s],
-                cw[s + 1] + cbw[s + 1] + btmp[s],
+                bwd[s],
                 cbw[s + 1] + need[s + 1, e],
             )
             forward_need = cw[s + 1] + ftmp[s]

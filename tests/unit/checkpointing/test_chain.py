@@ -14,7 +14,7 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
 
     chain = Chain.from_json_file(path)
 
-    assert chain.to_dict() == GOOD
+    assert chain.to_dict() == {**GOOD, "saves_output": [True]}
     assert chain.length == 1
     assert chain.is_integral
 
@@ -29,6 +29,9 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
         ({"ftmp": [True]}, r"'ftmp\[0\]' must be a number"),
         ({"bw": 3}, "'bw' must be a list"),
         ({"extra": [1]}, "unknown key"),
+        ({"saves_output": [1]}, r"'saves_output\[0\]' must be true or false"),
+        ({"saves_output": [True, False]}, "'saves_output' must have 1 entries"),
+        ({"saves_output": [False], "cbw": [0, 0.5]}, "must be at least 'cw\[1\]'"),
     ],
 )
 def test_bad_chains_name_the_problem(change: dict[str, object], message: str) -> None:
