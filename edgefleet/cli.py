@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from edgefleet.commands import plan
+from edgefleet.commands import bench, demo, plan
 
 app = typer.Typer(
     name="edgefleet",
@@ -18,3 +18,5 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(plan.app, name="plan")
+app.add_typer(bench.app, name="bench")
+app.command("demo")(demo.demo)

@@ -31,7 +31,7 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
         ({"extra": [1]}, "unknown key"),
         ({"saves_output": [1]}, r"'saves_output\[0\]' must be true or false"),
         ({"saves_output": [True, False]}, "'saves_output' must have 1 entries"),
-        ({"saves_output": [False], "cbw": [0, 0.5]}, "must be at least 'cw\[1\]'"),
+        ({"saves_output": [False], "cbw": [0, 0.5]}, r"must be at least 'cw\[1\]'"),
     ],
 )
 def test_bad_chains_name_the_problem(change: dict[str, object], message: str) -> None:

@@ -1,0 +1,137 @@
+"""``edgefleet bench``: measured benchmarks; results go to docs/benchmarks.md with their command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefleet.commands.output import fail, print_json
+from edgefleet.progress import stderr_progress
+
+app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        fail(f"--budgets must be comma-separated fractions like 0.5,0.33, got {text!r}")
+    if not values or any(not 0 < v <= 1 for v in values):
+        fail(f"--budgets must be fractions in (0, 1], got {text!r}")
+    return values
+
+
+@app.command("checkpointing")
+def bench_checkpointing(
+    model: Annotated[str, typer.Option("--model", help="torchvision model name, or small_cnn.")],
+    image_size: Annotated[int, typer.Option("--image-size", help="Square image side, pixels.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")],
+    budgets: Annotated[
+        str, typer.Option("--budgets", help="Fractions of store-all's activation peak.")
+    ] = "0.5,0.33,0.25",
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed steps per strategy.")] = 3,
+    slots: Annotated[int, typer.Option("--slots", help="Memory slots of the DP.")] = 500,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG of step time against peak.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Profile a model, then run store-all, checkpoint_sequential and the optimal schedule."""
+    fractions = _fractions(budgets)
+    # Imported here: torch is only needed by this command, not by the CLI as a whole.
+    from checkpointing.benchmark import BenchConfig, run_benchmark
+    from checkpointing.models import build_model
+
+    try:
+        build_model(model, 10)
+        config = BenchConfig(
+            model=model,
+            image_size=image_size,
+            batch_size=batch_size,
+            budgets=fractions,
+            repeats=repeats,
+            slots=slots,
+            device=device,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    with stderr_progress() as progress:
+        result = run_benchmark(config, progress)
+    if plot is not None:
+        from edgefleet.plots import plot_checkpointing
+
+        plot_checkpointing(result, plot)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    typer.echo(
+        f"{result.model} {result.image_size}px batch {result.batch_size} on {result.device}: "
+        f"{result.num_stages} stages, profiled in {result.profile_s:.1f} s"
+    )
+    header = f"{'strategy':<22}{'budget MB':>10}{'pred MB':>9}{'meas MB':>9}"
+    typer.echo(header + f"{'step s':>9}{'ratio':>7}{'grad diff':>11}")
+    for row in result.rows:
+        name = row.strategy + (f"({row.segments})" if row.segments else "")
+        budget = f"{row.budget_bytes / 2**20:.0f}" if row.budget_bytes else "-"
+        typer.echo(
+            f"{name:<22}{budget:>10}{row.predicted_peak_bytes / 2**20:>9.1f}"
+            f"{row.measured_peak_bytes / 2**20:>9.1f}{row.step_time_s:>9.3f}"
+            f"{row.time_ratio:>7.2f}{row.max_grad_rel_diff:>11.1e}"
+        )
+    for fraction in result.infeasible_budgets:
+        typer.echo(f"budget {fraction} of store-all: no schedule fits")
+
+
+@app.command("solver")
+def bench_solver(
+    stages: Annotated[int, typer.Option("--stages", help="Stages per chain.", min=1)] = 100,
+    slots: Annotated[int, typer.Option("--slots", help="Memory slots of the DP.", min=1)] = 500,
+    chains: Annotated[int, typer.Option("--chains", help="Random chains to solve.", min=1)] = 5,
+    fraction: Annotated[
+        float, typer.Option("--fraction", help="Budget as a fraction of store-all's peak.")
+    ] = 0.4,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time the persistent DP on random heterogeneous chains (solver time only)."""
+    import random
+    import statistics
+
+    from checkpointing.chain import Chain
+    from checkpointing.simulate import simulate
+    from checkpointing.solvers.baselines import store_all
+    from checkpointing.solvers.persistent import solve_persistent
+
+    if not 0 < fraction <= 1:
+        fail(f"--fraction must be in (0, 1], got {fraction}")
+    rng = random.Random(seed)
+    times_s: list[float] = []
+    for _ in range(chains):
+        chain = Chain(
+            fw=tuple(rng.uniform(1e-3, 2e-2) for _ in range(stages)),
+            bw=tuple(rng.uniform(2e-3, 4e-2) for _ in range(stages + 1)),
+            cw=tuple(rng.uniform(1e5, 3e7) for _ in range(stages + 1)),
+            cbw=tuple(rng.uniform(1e5, 6e7) for _ in range(stages + 1)),
+            ftmp=tuple(rng.uniform(0, 1e7) for _ in range(stages)),
+            btmp=tuple(rng.uniform(0, 3e7) for _ in range(stages + 1)),
+        )
+        budget = fraction * simulate(chain, store_all(stages)).peak
+        solution = solve_persistent(chain, budget, slots)
+        times_s.append(solution.solve_s)
+    payload = {
+        "stages": stages,
+        "slots": slots,
+        "chains": chains,
+        "median_solve_s": statistics.median(times_s),
+        "max_solve_s": max(times_s),
+    }
+    if as_json:
+        print_json(payload)
+        return
+    typer.echo(
+        f"{chains} chains of {stages} stages, {slots} slots: median solve "
+        f"{payload['median_solve_s']:.3f} s, max {payload['max_solve_s']:.3f} s"
+    )

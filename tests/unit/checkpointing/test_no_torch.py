@@ -1,0 +1,16 @@
+"""The solvers and the simulator must not import torch: the coordinator plans without it."""
+
+import subprocess
+import sys
+
+
+def test_pure_side_imports_no_torch() -> None:
+    code = (
+        "import sys, checkpointing, checkpointing.solvers.persistent;"
+        "import checkpointing.solvers.revolve, edgefleet.cli;"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
+    )
+
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    assert completed.returncode == 0, completed.stderr
