@@ -9,8 +9,10 @@ A chain has ``L`` stages ``0..L-1`` followed by the loss, which is treated as st
 - ``cbw[L+1]``: ``cbw[i+1]`` is the size of stage ``i``'s tape: everything its forward with grad
   keeps alive for its backward, its output ``a_{i+1}`` included and its input excluded.
   ``cbw[0]`` belongs to no stage and is ignored.
-- ``ftmp[L]``: extra memory a forward of stage ``i`` holds while it runs, above its input and what
-  it leaves behind.
+- ``ftmp[L]``: extra memory a forward of stage ``i`` that records its tape holds while it runs,
+  above its input and what it leaves behind.
+- ``ftmp_nograd[L]`` (optional, ``ftmp`` by default): the same for a forward without grad, which
+  may differ (what would be taped is freed as it goes, but two results may meet).
 - ``btmp[L+1]``: extra memory the backward of stage ``i`` holds while it runs, above what is in
   memory before it; ``btmp[L]`` is the loss's.
 - ``saves_output[L]`` (optional, all true by default): whether stage ``i``'s tape itself keeps its
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _KEYS = ("fw", "bw", "cw", "cbw", "ftmp", "btmp")
-_OPTIONAL_KEYS = ("saves_output",)
+_OPTIONAL_KEYS = ("saves_output", "ftmp_nograd")
 
 
 class ChainError(ValueError):
@@ -78,11 +80,15 @@ class Chain:
     ftmp: tuple[float, ...]
     btmp: tuple[float, ...]
     saves_output: tuple[bool, ...] | None = None
+    ftmp_nograd: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for key in _KEYS:
             object.__setattr__(self, key, _as_numbers(key, getattr(self, key)))
         length = len(self.fw)
+        if self.ftmp_nograd is None:
+            object.__setattr__(self, "ftmp_nograd", self.ftmp)
+        object.__setattr__(self, "ftmp_nograd", _as_numbers("ftmp_nograd", self.ftmp_nograd))
         object.__setattr__(self, "saves_output", _as_flags(self.saves_output, length))
         if length < 1:
             raise ChainError("'fw' must have at least one stage")
@@ -92,6 +98,7 @@ class Chain:
             "cbw": length + 1,
             "ftmp": length,
             "btmp": length + 1,
+            "ftmp_nograd": length,
         }
         for key, size in expected.items():
             got = len(getattr(self, key))
@@ -109,6 +116,12 @@ class Chain:
                 )
 
     @property
+    def forward_nograd_tmp(self) -> tuple[float, ...]:
+        """``ftmp_nograd`` with its default applied (always a full tuple)."""
+        assert self.ftmp_nograd is not None, "normalised in __post_init__"
+        return self.ftmp_nograd
+
+    @property
     def output_saved(self) -> tuple[bool, ...]:
         """``saves_output`` with its default applied (always a full tuple)."""
         assert self.saves_output is not None, "normalised in __post_init__"
@@ -122,12 +135,13 @@ class Chain:
     @property
     def is_integral(self) -> bool:
         """True when every size is a whole number, so the chain can be solved in its own units."""
-        sizes = (*self.cw, *self.cbw[1:], *self.ftmp, *self.btmp)
+        sizes = (*self.cw, *self.cbw[1:], *self.ftmp, *self.forward_nograd_tmp, *self.btmp)
         return all(float(v).is_integer() for v in sizes)
 
     def to_dict(self) -> dict[str, list[float] | list[bool]]:
         data: dict[str, list[float] | list[bool]] = {key: list(getattr(self, key)) for key in _KEYS}
         data["saves_output"] = list(self.output_saved)
+        data["ftmp_nograd"] = list(self.forward_nograd_tmp)
         return data
 
     @classmethod

@@ -6,7 +6,7 @@ executor's peaks are measured with, so a simulated peak and a measured one mean 
 - ``cw[j]``: storage bytes of the stage's real input ``a_j`` (``cw[L]``: the last output);
 - ``cbw[j+1]``: live bytes a forward with grad leaves behind, the output held and the input not
   counted (it is there before);
-- ``ftmp[j]``: peak above what a forward leaves, the larger of the with-grad and no-grad runs;
+- ``ftmp[j]``, ``ftmp_nograd[j]``: peak above what a forward with grad (without grad) leaves;
 - ``saves_output[j]``: whether the tape keeps the output alive by itself: the output's last
   reference is dropped while the graph is held (by the executor's ``GradientAnchor``), and the
   output is saved unless live bytes fall by its storage (an output that is a view of the input
@@ -16,7 +16,9 @@ executor's peaks are measured with, so a simulated peak and a measured one mean 
   saved it (so it holds the input gradient and the parameter-gradient temporaries, as gradient
   buffers are preallocated);
 - ``btmp[L]``: peak of the loss's forward and backward above its input;
-- ``fw``, ``bw``: medians of timed runs made without the meter, which slows operators.
+- ``fw``, ``bw``: medians of timed runs made without the meter, which slows operators; ``fw`` is
+  a forward without grad and ``bw`` includes the extra time of recording the tape (see
+  ``_measure_times``).
 
 Profiling leaves no trace: buffers (batch-norm statistics), the RNG and parameter gradients are
 restored to what they were.
@@ -133,6 +135,7 @@ class _Memory:
 
     cbw: int = 0
     ftmp: int = 0
+    ftmp_nograd: int = 0
     btmp: int = 0
     saves_output: bool = True
 
@@ -172,6 +175,7 @@ def profile_stages(
         cw=tuple(float(_storage_bytes(a)) for a in activations),
         cbw=(0.0, *(float(m.cbw) for m in memory[:-1])),
         ftmp=tuple(float(m.ftmp) for m in memory[:-1]),
+        ftmp_nograd=tuple(float(m.ftmp_nograd) for m in memory[:-1]),
         btmp=tuple(float(m.btmp) for m in memory),
         saves_output=tuple(m.saves_output for m in memory[:-1]),
     )
@@ -283,7 +287,8 @@ def _measure_memory(
                 y_nograd = stage(x)
                 ftmp_nograd = meter.peak_bytes - meter.live_bytes
                 del y_nograd
-            measured.ftmp = max(ftmp_grad, ftmp_nograd, 0)
+            measured.ftmp = max(ftmp_grad, 0)
+            measured.ftmp_nograd = max(ftmp_nograd, 0)
 
             # In a list, so that the backward can be handed the only reference, as the executor
             # hands it over: the gradient is then freed during the backward, not after it.
@@ -330,14 +335,26 @@ def _measure_times(
     config: ProfileConfig,
     device: torch.device,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Median forward-with-grad and backward times of every stage, then the loss's time."""
+    """Median times of every stage (``fw``: without grad; ``bw``: see below), then the loss's.
+
+    Every stage's tape is recorded exactly once per step whatever the schedule, so only the
+    forwards without grad differ between schedules: ``fw`` is the time of one of those, and the
+    extra cost of recording the tape is added to the stage's backward, which also runs once.
+    The makespan the simulator sums is then the step's time, and the DP weighs recomputations
+    at what they really cost.
+    """
     fw_s: list[float] = []
     bw_s: list[float] = []
     for j, stage in enumerate(stages):
         forwards: list[float] = []
+        recording: list[float] = []
         backwards: list[float] = []
         for run in range(config.warmup + config.repeats):
             x = _stage_input(activations, j)
+            with torch.no_grad():
+                start = _now(device)
+                stage(x)
+                no_grad_s = _now(device) - start
             start = _now(device)
             y = stage(x)
             forward_s = _now(device) - start
@@ -348,10 +365,14 @@ def _measure_times(
                 torch.autograd.backward(y, output_grad)
                 backward_s = _now(device) - start
             if run >= config.warmup:
-                forwards.append(forward_s)
+                forwards.append(no_grad_s)
+                recording.append(forward_s)
                 backwards.append(backward_s)
         fw_s.append(statistics.median(forwards))
-        bw_s.append(statistics.median(backwards))
+        backward_s = statistics.median(backwards)
+        if backward_s > 0:  # a stage with no backward records no tape either
+            backward_s += max(0.0, statistics.median(recording) - fw_s[-1])
+        bw_s.append(backward_s)
 
     losses: list[float] = []
     for run in range(config.warmup + config.repeats):

@@ -115,7 +115,7 @@ class ChainState:
                     raise ScheduleError(
                         f"a_{j} cannot be dropped while the tape of stage {j} needs it"
                     )
-            during = self.memory + chain.cw[j + 1] + chain.ftmp[j]
+            during = self.memory + chain.cw[j + 1] + chain.forward_nograd_tmp[j]
             self.plain.add(j + 1)
             self.memory += chain.cw[j + 1]
             if op.kind is OpKind.FORWARD_NOGRAD:

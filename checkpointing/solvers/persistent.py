@@ -48,6 +48,7 @@ class _Discrete:
     cw: np.ndarray
     cbw: np.ndarray
     ftmp: np.ndarray
+    fntmp: np.ndarray
     bwd: np.ndarray
     budget_slots: int
     slot_size: float
@@ -64,13 +65,14 @@ def _extended(chain: Chain) -> tuple[np.ndarray, ...]:
     cw = np.array([*chain.cw, 0.0], dtype=np.float64)
     cbw = np.array([*chain.cbw, 0.0], dtype=np.float64)
     ftmp = np.array([*chain.ftmp, 0.0], dtype=np.float64)
+    fntmp = np.array([*chain.forward_nograd_tmp, 0.0], dtype=np.float64)
     saved = np.array([*chain.output_saved, True], dtype=np.float64)
     bwd = saved * cw[1:] + cbw[1:] + np.array(chain.btmp, dtype=np.float64)
-    return fw, bw, cw, cbw, ftmp, bwd
+    return fw, bw, cw, cbw, ftmp, fntmp, bwd
 
 
 def discretise(chain: Chain, budget: float, slots: int) -> _Discrete:
-    fw, bw, cw, cbw, ftmp, bwd = _extended(chain)
+    fw, bw, cw, cbw, ftmp, fntmp, bwd = _extended(chain)
     if chain.is_integral and float(budget).is_integer() and budget <= slots:
         slot_size = 1.0
         budget_slots = int(budget)
@@ -88,6 +90,7 @@ def discretise(chain: Chain, budget: float, slots: int) -> _Discrete:
         to_slots(cw),
         to_slots(cbw),
         to_slots(ftmp),
+        to_slots(fntmp),
         to_slots(bwd),
         budget_slots,
         slot_size,
@@ -96,8 +99,8 @@ def discretise(chain: Chain, budget: float, slots: int) -> _Discrete:
 
 def min_budget(chain: Chain) -> float:
     """The smallest budget (the input included) with which any persistent schedule runs."""
-    _, _, cw, cbw, ftmp, bwd = _extended(chain)
-    need = tables.min_peak_compiled(cw, cbw, ftmp, bwd)
+    _, _, cw, cbw, ftmp, fntmp, bwd = _extended(chain)
+    need = tables.min_peak_compiled(cw, cbw, ftmp, fntmp, bwd)
     return float(cw[0] + need[0, chain.length])
 
 
@@ -122,6 +125,7 @@ def solve_persistent(
         discrete.cw,
         discrete.cbw,
         discrete.ftmp,
+        discrete.fntmp,
         discrete.bwd,
         free,
     )

@@ -9,8 +9,8 @@ semantics of ``checkpointing.simulate`` (see ``docs/checkpointing.md``):
 - chain: ``Fe_s``, then ``s+1..e`` with ``m - cbw[s+1]``, then ``Bwd_s``; ``Fe_s`` needs
   ``cw[e+1] + cbw[s+1] + ftmp[s]`` and ``Bwd_s`` needs ``bwd[s]``.
 - leaf at ``s < j <= e``: ``Fc_s, Fn_{s+1}..Fn_{j-1}`` to store ``a_j``, then ``j..e`` with
-  ``m - cw[j]``, then ``s..j-1`` with ``m``; the forwards need
-  ``cw[e+1] + max(cw[s+1] + ftmp[s], max_{s<k<j} cw[k] + cw[k+1] + ftmp[k])``.
+  ``m - cw[j]``, then ``s..j-1`` with ``m``; the forwards (without grad, transient ``fntmp``)
+  need ``cw[e+1] + max(cw[s+1] + fntmp[s], max_{s<k<j} cw[k] + cw[k+1] + fntmp[k])``.
 
 ``bwd[s]`` is the memory ``Bwd_s`` needs: its tape, its transient, and ``d_{s+1}`` unless that took
 the place of an output the tape did not save: ``saves_output[s] cw[s+1] + cbw[s+1] + btmp[s]``
@@ -31,7 +31,8 @@ SINGLE = 0
 
 _SIGNATURE = (
     "Tuple((float64[:,:,::1], int32[:,:,::1]))"
-    "(float64[::1], float64[::1], int64[::1], int64[::1], int64[::1], int64[::1], int64)"
+    "(float64[::1], float64[::1], int64[::1], int64[::1], int64[::1], int64[::1], int64[::1],"
+    " int64)"
 )
 
 
@@ -46,6 +47,7 @@ def _tables_numba(
     cw: np.ndarray,
     cbw: np.ndarray,
     ftmp: np.ndarray,
+    fntmp: np.ndarray,
     bwd: np.ndarray,
     slots: int,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled; the numpy twin is the reference
@@ -67,12 +69,12 @@ def _tables_numba(
                 if sub < np.inf:
                     opt[s, e, m] = fw[s] + bw[s] + sub
                     what[s, e, m] = CHAIN
-            forward_need = cw[s + 1] + ftmp[s]
+            forward_need = cw[s + 1] + fntmp[s]
             fw_sum = 0.0
             for j in range(s + 1, e + 1):
                 fw_sum += fw[j - 1]
                 if j > s + 1:
-                    forward_need = max(forward_need, cw[j - 1] + cw[j] + ftmp[j - 1])
+                    forward_need = max(forward_need, cw[j - 1] + cw[j] + fntmp[j - 1])
                 leaf_need = max(cw[e + 1] + forward_need, cw[j])
                 for m in range(max(leaf_need, 0), slots + 1):
                     cost = fw_sum + opt[j, e, m - cw[j]] + opt[s, j - 1, m]
@@ -88,6 +90,7 @@ def tables_numpy(
     cw: np.ndarray,
     cbw: np.ndarray,
     ftmp: np.ndarray,
+    fntmp: np.ndarray,
     bwd: np.ndarray,
     slots: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -116,12 +119,12 @@ def tables_numpy(
             chain[memory < chain_need] = np.inf
             best = chain
             choice = np.where(np.isfinite(chain), CHAIN, INFEASIBLE).astype(np.int32)
-            forward_need = cw[s + 1] + ftmp[s]
+            forward_need = cw[s + 1] + fntmp[s]
             fw_sum = 0.0
             for j in range(s + 1, e + 1):
                 fw_sum += fw[j - 1]
                 if j > s + 1:
-                    forward_need = max(forward_need, cw[j - 1] + cw[j] + ftmp[j - 1])
+                    forward_need = max(forward_need, cw[j - 1] + cw[j] + fntmp[j - 1])
                 leaf_need = max(cw[e + 1] + forward_need, cw[j])
                 leaf = fw_sum + shifted(opt[j, e], int(cw[j])) + opt[s, j - 1]
                 leaf[memory < leaf_need] = np.inf
@@ -139,14 +142,15 @@ def tables_compiled(
     cw: np.ndarray,
     cbw: np.ndarray,
     ftmp: np.ndarray,
+    fntmp: np.ndarray,
     bwd: np.ndarray,
     slots: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    return _tables_numba(fw, bw, cw, cbw, ftmp, bwd, slots)
+    return _tables_numba(fw, bw, cw, cbw, ftmp, fntmp, bwd, slots)
 
 
 def min_peak_python(
-    cw: np.ndarray, cbw: np.ndarray, ftmp: np.ndarray, bwd: np.ndarray
+    cw: np.ndarray, cbw: np.ndarray, ftmp: np.ndarray, fntmp: np.ndarray, bwd: np.ndarray
 ) -> np.ndarray:
     """``need[s, e]``: the least memory (outside ``a_s``) with which ``s..e`` can run at all.
 
@@ -165,10 +169,10 @@ def min_peak_python(
                 bwd[s],
                 cbw[s + 1] + need[s + 1, e],
             )
-            forward_need = cw[s + 1] + ftmp[s]
+            forward_need = cw[s + 1] + fntmp[s]
             for j in range(s + 1, e + 1):
                 if j > s + 1:
-                    forward_need = max(forward_need, cw[j - 1] + cw[j] + ftmp[j - 1])
+                    forward_need = max(forward_need, cw[j - 1] + cw[j] + fntmp[j - 1])
                 leaf = max(cw[e + 1] + forward_need, cw[j] + need[j, e], need[s, j - 1])
                 best = min(best, leaf)
             need[s, e] = best
@@ -176,5 +180,6 @@ def min_peak_python(
 
 
 min_peak_compiled = numba.njit(
-    "float64[:,::1](float64[::1], float64[::1], float64[::1], float64[::1])", cache=True
+    "float64[:,::1](float64[::1], float64[::1], float64[::1], float64[::1], float64[::1])",
+    cache=True,
 )(min_peak_python)

@@ -21,6 +21,7 @@ def integer_chains(draw: st.DrawFn, max_length: int = 4, max_size: int = 5) -> C
         cw=cw,
         cbw=cbw,
         ftmp=draw(st.lists(st.integers(0, 2), min_size=length, max_size=length)),
+        ftmp_nograd=draw(st.lists(st.integers(0, 2), min_size=length, max_size=length)),
         btmp=draw(st.lists(st.integers(0, 3), min_size=length + 1, max_size=length + 1)),
         saves_output=_flags(draw, cw, cbw),
     )
@@ -47,5 +48,6 @@ def real_chains(draw: st.DrawFn, max_length: int = 12) -> Chain:
         cbw=cbw,
         saves_output=_flags(draw, cw, cbw),
         ftmp=draw(st.lists(size, min_size=length, max_size=length)),
+        ftmp_nograd=draw(st.lists(size, min_size=length, max_size=length)),
         btmp=draw(st.lists(size, min_size=length + 1, max_size=length + 1)),
     )

@@ -14,7 +14,7 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
 
     chain = Chain.from_json_file(path)
 
-    assert chain.to_dict() == {**GOOD, "saves_output": [True]}
+    assert chain.to_dict() == {**GOOD, "saves_output": [True], "ftmp_nograd": [0]}
     assert chain.length == 1
     assert chain.is_integral
 

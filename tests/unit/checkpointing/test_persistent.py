@@ -61,7 +61,15 @@ def test_real_valued_solutions_simulate_within_budget(chain: Chain, fraction: fl
 @given(chain=real_chains(max_length=10), slots=st.integers(1, 120))
 def test_compiled_tables_equal_numpy_twin(chain: Chain, slots: int) -> None:
     discrete = discretise(chain, 3e8, slots)
-    arrays = (discrete.fw, discrete.bw, discrete.cw, discrete.cbw, discrete.ftmp, discrete.bwd)
+    arrays = (
+        discrete.fw,
+        discrete.bw,
+        discrete.cw,
+        discrete.cbw,
+        discrete.ftmp,
+        discrete.fntmp,
+        discrete.bwd,
+    )
 
     opt_c, what_c = persistent_tables.tables_compiled(*arrays, slots)
     opt_n, what_n = persistent_tables.tables_numpy(*arrays, slots)
@@ -73,10 +81,10 @@ def test_compiled_tables_equal_numpy_twin(chain: Chain, slots: int) -> None:
 @settings(max_examples=25, deadline=None)
 @given(chain=real_chains(max_length=10))
 def test_compiled_min_peak_equals_python(chain: Chain) -> None:
-    _, _, cw, cbw, ftmp, bwd = _extended(chain)
+    _, _, cw, cbw, ftmp, fntmp, bwd = _extended(chain)
 
-    compiled = persistent_tables.min_peak_compiled(cw, cbw, ftmp, bwd)
-    plain = persistent_tables.min_peak_python(cw, cbw, ftmp, bwd)
+    compiled = persistent_tables.min_peak_compiled(cw, cbw, ftmp, fntmp, bwd)
+    plain = persistent_tables.min_peak_python(cw, cbw, ftmp, fntmp, bwd)
 
     assert np.array_equal(compiled, plain)
 
