@@ -1,0 +1,1 @@
+"""The agent on every board: profiles, trains with its planned schedule, uploads updates."""
