@@ -97,6 +97,9 @@ def bench_solver(
         float, typer.Option("--fraction", help="Budget as a fraction of store-all's peak.")
     ] = 0.4,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    numpy_twin: Annotated[
+        bool, typer.Option("--numpy", help="Time the plain numpy twin instead of the kernel.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time the persistent DP on random heterogeneous chains (solver time only)."""
@@ -122,9 +125,10 @@ def bench_solver(
             btmp=tuple(rng.uniform(0, 3e7) for _ in range(stages + 1)),
         )
         budget = fraction * simulate(chain, store_all(stages)).peak
-        solution = solve_persistent(chain, budget, slots)
+        solution = solve_persistent(chain, budget, slots, compiled=not numpy_twin)
         times_s.append(solution.solve_s)
     payload = {
+        "implementation": "numpy" if numpy_twin else "numba",
         "stages": stages,
         "slots": slots,
         "chains": chains,
