@@ -58,7 +58,7 @@ def demo(
         f"{result.num_stages} stages cut by torch.fx, profiled in {result.profile_s:.1f} s\n"
     )
     typer.echo(
-        f"{'strategy':<30}{'budget':>10}{'predicted':>11}{'measured':>10}"
+        f"{'strategy':<36}{'budget':>10}{'predicted':>11}{'measured':>10}"
         f"{'step':>8}{'vs store-all':>14}{'gradients':>11}"
     )
     for row in result.rows:
@@ -66,7 +66,7 @@ def demo(
         budget = f"{row.budget_bytes / 2**20:.0f} MiB" if row.budget_bytes else "-"
         match = "identical" if row.max_grad_rel_diff == 0 else f"{row.max_grad_rel_diff:.1e}"
         typer.echo(
-            f"{name:<30}{budget:>10}{row.predicted_peak_bytes / 2**20:>7.0f} MiB"
+            f"{name:<36}{budget:>10}{row.predicted_peak_bytes / 2**20:>7.0f} MiB"
             f"{row.measured_peak_bytes / 2**20:>6.0f} MiB{row.step_time_s:>7.2f}s"
             f"{row.time_ratio:>13.2f}x{match:>11}"
         )
