@@ -142,3 +142,123 @@ def bench_solver(
         f"{chains} chains of {stages} stages, {slots} slots: median solve "
         f"{payload['median_solve_s']:.3f} s, max {payload['max_solve_s']:.3f} s"
     )
+
+
+def _sizes(option: str, text: str, least: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        fail(f"{option} must be comma-separated integers like 1,2,4, got {text!r}")
+    if not values or any(v < least for v in values):
+        fail(f"{option} must be integers of at least {least}, got {text!r}")
+    if len(set(values)) != len(values):
+        fail(f"{option} lists a size twice: {text!r}")
+    return values
+
+
+@app.command("memory-model")
+def bench_memory_model(
+    model: Annotated[str, typer.Option("--model", help="torchvision model name, or small_cnn.")],
+    image_sizes: Annotated[
+        str, typer.Option("--image-sizes", help="Square image sides to fit and check, pixels.")
+    ] = "64,128,224",
+    batch_sizes: Annotated[
+        str, typer.Option("--batch-sizes", help="Batch sizes the model is fitted on.")
+    ] = "1,2,4",
+    held_out: Annotated[
+        str,
+        typer.Option(
+            "--held-out", help="Batch sizes measured against the prediction (unseen in the fit)."
+        ),
+    ] = "8,16",
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed steps per case.", min=1)] = 2,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads for torch (default: torch's choice).", min=1),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG of predicted against measured.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Fit per-stage memory and time models on small batches, then check them on larger ones."""
+    sides = _sizes("--image-sizes", image_sizes, 8)
+    fitted = _sizes("--batch-sizes", batch_sizes, 1)
+    checked = _sizes("--held-out", held_out, 1)
+    if len(sides) < 2 or len(fitted) < 2:
+        fail("the fit needs at least 2 image sizes and 2 batch sizes")
+    both = sorted(set(checked) & set(fitted))
+    if both:
+        fail(f"--held-out sizes must not be fitted on; both options list {both}")
+    if max(checked) < 4 * max(fitted):
+        fail(
+            f"--held-out needs a batch size at least 4x the largest fitted ({4 * max(fitted)}), "
+            f"got {held_out!r}"
+        )
+    # Imported here: torch is only needed by this command, not by the CLI as a whole.
+    import time
+
+    import torch
+
+    from checkpointing.models import build_model
+    from checkpointing.sampling import check_memory_model, fit_model, summarise
+
+    try:
+        build_model(model, 10)
+    except ValueError as exc:
+        fail(str(exc))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    with stderr_progress() as progress:
+        started = time.perf_counter()
+        memory_model = fit_model(model, fitted, sides, device=device, progress=progress)
+        fit_s = time.perf_counter() - started
+        cases = check_memory_model(
+            memory_model, checked, sides, time_repeats=repeats, device=device, progress=progress
+        )
+    by_strategy = {
+        strategy: summarise([case for case in cases if case.strategy == strategy])
+        for strategy in dict.fromkeys(case.strategy for case in cases)
+    }
+    payload: dict[str, object] = {
+        "model": model,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "image_sizes": list(sides),
+        "fitted_batch_sizes": list(fitted),
+        "held_out_batch_sizes": list(checked),
+        "num_stages": memory_model.length,
+        "fit_s": fit_s,
+        "cases": [case.to_dict() for case in cases],
+        **summarise(cases),
+        "by_strategy": by_strategy,
+        "memory_model": memory_model.to_dict(),
+    }
+    if plot is not None:
+        from edgefleet.plots import plot_memory_model
+
+        plot_memory_model(model, cases, plot)
+    if as_json:
+        print_json(payload)
+        return
+    typer.echo(
+        f"{model} on {device}: {memory_model.length} stages, fitted on batches {batch_sizes} "
+        f"at {image_sizes} px in {fit_s:.1f} s"
+    )
+    typer.echo(
+        f"{'px':>5}{'batch':>7}  {'strategy':<11}{'pred MiB':>10}{'meas MiB':>10}{'error':>9}"
+        f"{'pred s':>9}{'meas s':>9}"
+    )
+    for case in cases:
+        typer.echo(
+            f"{case.image_size:>5}{case.batch_size:>7}  {case.strategy:<11}"
+            f"{case.predicted_peak_bytes / 2**20:>10.1f}{case.measured_peak_bytes / 2**20:>10.1f}"
+            f"{case.error:>+9.2%}{case.predicted_time_s:>9.3f}{case.measured_time_s:>9.3f}"
+        )
+    summary = summarise(cases)
+    typer.echo(
+        f"peak error: median {summary['median_abs_err']:.2%}, max {summary['max_abs_err']:.2%}; "
+        f"step time error: median {summary['median_abs_time_err']:.1%}, "
+        f"max {summary['max_abs_time_err']:.1%}"
+    )
