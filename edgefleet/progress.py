@@ -8,9 +8,12 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+Report = Callable[[str, int, int], None]
+"""``report(what, done, total)``."""
+
 
 @contextmanager
-def stderr_progress() -> Iterator[Callable[[str, int, int], None]]:
+def stderr_progress() -> Iterator[Report]:
     """Yield ``report(what, done, total)``; each new ``what`` starts a new bar."""
     console = Console(stderr=True)
     with Progress(

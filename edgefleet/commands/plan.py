@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,9 @@ import typer
 from checkpointing.chain import Chain, ChainError
 from checkpointing.solvers.persistent import DEFAULT_SLOTS, solve_persistent
 from checkpointing.solvers.revolve import revolve
+from edgefleet import measurements
 from edgefleet.commands.output import EXIT_INFEASIBLE, fail, print_json
+from edgefleet.progress import stderr_progress
 
 app = typer.Typer(help="Plan checkpointing schedules.", no_args_is_help=True)
 
@@ -82,3 +85,83 @@ def plan_revolve(
         return
     typer.echo(f"cost {solution.cost:g}")
     typer.echo(" ".join(sequence))
+
+
+class OptimizerChoice(enum.StrEnum):
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+@app.command("model")
+def plan_model(
+    model: Annotated[str, typer.Option("--model", help="Student model (torchvision name).")],
+    image_size: Annotated[int, typer.Option("--image-size", help="Square image side, pixels.")],
+    memory_budget: Annotated[
+        str, typer.Option("--memory-budget", help="RAM the process may use, e.g. 1GiB.")
+    ],
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Batch wanted (default: the largest).")
+    ] = None,
+    max_overhead: Annotated[
+        float, typer.Option("--max-overhead", help="Step time per sample bound vs store-all.")
+    ] = 1.5,
+    optimizer: Annotated[
+        OptimizerChoice, typer.Option("--optimizer", help="Optimizer whose state to count.")
+    ] = OptimizerChoice.SGD,
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", help="Teacher model held for inference.")
+    ] = None,
+    margin: Annotated[float, typer.Option("--margin", help="Fraction of budget kept free.")] = 0.05,
+    num_classes: Annotated[int, typer.Option("--num-classes", help="Classifier outputs.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Batch size and schedule that fit a memory budget, from the model's memory model."""
+    from checkpointing.budget import Optimizer
+    from checkpointing.planner import PlanError, PlanRequest, plan_training
+    from checkpointing.units import format_size, parse_size
+
+    try:
+        budget_bytes = parse_size(memory_budget)
+    except ValueError as exc:
+        fail(f"--memory-budget: {exc}")
+    try:
+        request = PlanRequest(
+            image_size=image_size,
+            budget_bytes=budget_bytes,
+            optimizer=Optimizer(optimizer.value),
+            batch_size=batch_size,
+            max_overhead=max_overhead,
+            margin=margin,
+        )
+        _check_model_names(model, teacher)
+    except ValueError as exc:
+        fail(str(exc))
+    with stderr_progress() as report:
+        student_model = measurements.memory_model(model, num_classes, report)
+        teacher_model = measurements.memory_model(teacher, num_classes, report) if teacher else None
+        facts = measurements.process_facts(model, image_size, num_classes, report)
+    try:
+        plan = plan_training(student_model, request, facts, teacher_model)
+    except PlanError as exc:
+        fail(str(exc), EXIT_INFEASIBLE)
+    if as_json:
+        print_json(plan.to_dict())
+        return
+    typer.echo(
+        f"{model} at {image_size}px in {format_size(budget_bytes)}: batch {plan.batch_size}"
+        f" x {plan.accumulation_steps} step(s), {plan.strategy}, predicted peak "
+        f"{format_size(plan.predicted_peak_bytes)}, {plan.time_overhead:.2f}x store-all's time "
+        f"per sample; store-all could use batch {plan.store_all_max_batch}"
+    )
+    for name, value in plan.terms.as_dict().items():
+        typer.echo(f"  {name:<20}{format_size(value):>12}")
+    for note in plan.notes:
+        typer.echo(f"note: {note}")
+
+
+def _check_model_names(model: str, teacher: str | None) -> None:
+    from checkpointing.models import build_model
+
+    for name in (model, teacher):
+        if name is not None:
+            build_model(name, 10)

@@ -1,0 +1,82 @@
+"""Resident memory from the kernel: current, peak, resettable peak, and the runtime baseline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from checkpointing.process_memory import (
+    ProcessMemoryError,
+    peak_rss_bytes,
+    reset_peak_rss,
+    rss_bytes,
+    runtime_baseline_bytes,
+    status_bytes,
+)
+
+_MIB = 2**20
+# Above glibc's largest mmap threshold (32 MiB), so freeing it gives the pages back at once.
+_BLOCK_BYTES = 96 * _MIB
+
+
+def _touched_block() -> bytearray:
+    # bytearray(n) zero-fills through calloc, whose fresh mmap pages stay untouched (not
+    # resident) until written; one write per page makes them resident.
+    block = bytearray(_BLOCK_BYTES)
+    for offset in range(0, _BLOCK_BYTES, 4096):
+        block[offset] = 1
+    return block
+
+
+def test_rss_grows_by_what_is_touched() -> None:
+    before = rss_bytes()
+
+    block = _touched_block()
+    grown = rss_bytes() - before
+
+    assert _BLOCK_BYTES * 0.9 < grown < _BLOCK_BYTES * 1.2
+    del block
+
+
+def test_peak_rss_remembers_a_freed_block_until_reset() -> None:
+    assert reset_peak_rss(), "Linux lets a process reset its own VmHWM"
+    block = _touched_block()
+    del block
+
+    remembered = peak_rss_bytes() - rss_bytes()
+    assert reset_peak_rss()
+    after_reset = peak_rss_bytes() - rss_bytes()
+
+    assert remembered > _BLOCK_BYTES * 0.9
+    assert after_reset < _BLOCK_BYTES * 0.1
+
+
+def test_status_of_another_process() -> None:
+    code = "import sys; print('ready', flush=True); sys.stdin.read()"
+    with subprocess.Popen([sys.executable, "-c", code], stdin=-1, stdout=-1, text=True) as child:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        child_rss = rss_bytes(child.pid)
+        child_peak = peak_rss_bytes(child.pid)
+        assert child.stdin is not None
+        child.stdin.close()
+
+    assert 1 * _MIB < child_rss <= child_peak
+    with pytest.raises(ProcessMemoryError, match=f"/proc/{child.pid}/status"):
+        rss_bytes(child.pid)
+
+
+def test_missing_field_is_an_error() -> None:
+    with pytest.raises(ProcessMemoryError, match="no VmNothing field"):
+        status_bytes("VmNothing")
+
+
+def test_runtime_baseline_is_torch_alone_whatever_the_caller_holds() -> None:
+    alone = runtime_baseline_bytes()
+    held = _touched_block()
+    while_holding = runtime_baseline_bytes()
+    del held
+
+    assert alone > 100 * _MIB, "importing torch and torchvision takes well over 100 MB"
+    assert abs(while_holding - alone) < _BLOCK_BYTES / 2
