@@ -65,3 +65,21 @@ def calibrate_process(
         allocator_overhead_fraction=fraction,
         allocator_overhead_bytes=int(constant),
     )
+
+
+def overhead_fraction_of(job: TrainJob) -> float:
+    """Allocator overhead per live tensor byte of one real run of ``job`` (uncapped in effect).
+
+    The overhead depends on how much a run allocates and frees: recomputation churns through
+    blocks of many sizes and the allocator keeps more of them than a store-all step does. A plan
+    is therefore checked by running it, and re-planned with what that run measured.
+    """
+    run = run_capped(job, _GENEROUS_CAP_BYTES, _TIMEOUT_S)
+    if not run.survived or run.result is None:
+        raise CalibrationError(
+            f"calibration run of {job.model} at batch {job.batch_size} failed ({run.failure}): "
+            f"{run.stderr_tail[-500:]}"
+        )
+    live = int(run.result["live_tensor_peak_bytes"])
+    overhead = int(run.result["allocator_overhead_bytes"])
+    return min(max(overhead / live, 0.0), 0.99) if live > 0 else 0.0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from checkpointing.budget import ProcessFacts
 from checkpointing.memory_model import MemoryModel, MemoryModelError
+from checkpointing.planner import Plan, PlanRequest, plan_training
 from edgefleet.progress import Report
 
 
@@ -82,3 +83,50 @@ def process_facts(name: str, image_size: int, num_classes: int, report: Report) 
     report("measuring the process", 1, 1)
     _write_json(path, asdict(facts))
     return facts
+
+
+def checked_plan(
+    student: MemoryModel,
+    request: PlanRequest,
+    facts: ProcessFacts,
+    report: Report,
+    teacher: MemoryModel | None = None,
+) -> Plan:
+    """Plan, run the plan once to measure its allocator overhead, and plan again with it.
+
+    The overhead a store-all calibration measures understates a recomputing schedule's, so the
+    fraction measured on the planned run (cached per model, image size and batch) replaces it
+    where larger. ``PlanError`` as ``plan_training``.
+    """
+    from checkpointing.calibrate import overhead_fraction_of
+    from checkpointing.hardcap import TrainJob
+
+    plan = plan_training(student, request, facts, teacher)
+    key = f"{student.model}-{request.image_size}px-b{plan.batch_size}-{plan.strategy}"
+    path = cache_root() / "overhead" / f"{key}-{_torch_tag()}.json"
+    cached = _read_json(path)
+    if isinstance(cached, dict) and isinstance(cached.get("fraction"), float):
+        fraction = cached["fraction"]
+    else:
+        report("measuring the plan's overhead", 0, 1)
+        job = TrainJob(
+            model=student.model,
+            image_size=request.image_size,
+            batch_size=plan.batch_size,
+            num_classes=student.num_classes,
+            schedule=tuple(plan.schedule.to_strings()),
+            optimizer=request.optimizer.value,
+            steps=2,
+            teacher=teacher.model if teacher else None,
+        )
+        fraction = overhead_fraction_of(job)
+        report("measuring the plan's overhead", 1, 1)
+        _write_json(path, {"fraction": fraction})
+    if fraction <= facts.allocator_overhead_fraction:
+        return plan
+    refined = ProcessFacts(
+        runtime_baseline_bytes=facts.runtime_baseline_bytes,
+        allocator_overhead_fraction=fraction,
+        allocator_overhead_bytes=facts.allocator_overhead_bytes,
+    )
+    return plan_training(student, request, refined, teacher)

@@ -262,3 +262,51 @@ def bench_memory_model(
         f"step time error: median {summary['median_abs_time_err']:.1%}, "
         f"max {summary['max_abs_time_err']:.1%}"
     )
+
+
+@app.command("budget")
+def bench_budget(
+    model: Annotated[str, typer.Option("--model", help="torchvision model name.")],
+    image_size: Annotated[int, typer.Option("--image-size", help="Square image side, pixels.")],
+    memory_budget: Annotated[
+        str, typer.Option("--memory-budget", help="RAM the process may use, e.g. 1.75GiB.")
+    ],
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps per run.", min=1)] = 3,
+    num_classes: Annotated[int, typer.Option("--num-classes", help="Classifier outputs.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Plan the largest batch for a budget, then prove it under a real memory cap."""
+    from checkpointing.planner import PlanRequest
+    from checkpointing.units import format_size, parse_size
+    from edgefleet import measurements
+    from edgefleet.budget_proof import prove_budget
+
+    try:
+        budget_bytes = parse_size(memory_budget)
+    except ValueError as exc:
+        fail(f"--memory-budget: {exc}")
+    try:
+        from checkpointing.models import build_model
+
+        build_model(model, 10)
+        request = PlanRequest(image_size=image_size, budget_bytes=budget_bytes)
+    except ValueError as exc:
+        fail(str(exc))
+    with stderr_progress() as report:
+        student = measurements.memory_model(model, num_classes, report)
+        facts = measurements.process_facts(model, image_size, num_classes, report)
+        proof = prove_budget(student, facts, request, steps, report)
+    payload = proof.to_dict()
+    if as_json:
+        print_json(payload)
+        return
+    plan = payload["plan"]
+    typer.echo(
+        f"cap {format_size(payload['cap_bytes'])} ({payload['cap_mechanism']}): plan batch "
+        f"{plan['batch_size']} ({plan['strategy']}) survived={plan['survived']}, peak RSS "
+        f"{format_size(plan['peak_rss_bytes'] or 0)} (predicted "
+        f"{format_size(plan['predicted_peak_bytes'])})"
+    )
+    same = payload["store_all_same_batch"]
+    typer.echo(f"store-all at batch {plan['batch_size']}: survived={same['survived']}")
+    typer.echo(f"store-all's largest batch: {payload['store_all_max_batch']}")

@@ -117,7 +117,7 @@ def plan_model(
 ) -> None:
     """Batch size and schedule that fit a memory budget, from the model's memory model."""
     from checkpointing.budget import Optimizer
-    from checkpointing.planner import PlanError, PlanRequest, plan_training
+    from checkpointing.planner import PlanError, PlanRequest
     from checkpointing.units import format_size, parse_size
 
     try:
@@ -140,10 +140,10 @@ def plan_model(
         student_model = measurements.memory_model(model, num_classes, report)
         teacher_model = measurements.memory_model(teacher, num_classes, report) if teacher else None
         facts = measurements.process_facts(model, image_size, num_classes, report)
-    try:
-        plan = plan_training(student_model, request, facts, teacher_model)
-    except PlanError as exc:
-        fail(str(exc), EXIT_INFEASIBLE)
+        try:
+            plan = measurements.checked_plan(student_model, request, facts, report, teacher_model)
+        except PlanError as exc:
+            fail(str(exc), EXIT_INFEASIBLE)
     if as_json:
         print_json(plan.to_dict())
         return
