@@ -1,0 +1,120 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from orchestrator.aggregation import AggregationError, AggregationRule, Update, aggregate
+
+RNG = np.random.default_rng(0)
+
+
+def _model() -> dict[str, np.ndarray]:
+    return {
+        "conv.weight": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "bn.num_batches_tracked": np.array(7, dtype=np.int64),
+    }
+
+
+def _write(path: Path, tensors: dict[str, np.ndarray]) -> Path:
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    return _write(tmp_path / "global.safetensors", _model())
+
+
+def _deltas(tmp_path: Path, count: int) -> list[dict[str, np.ndarray]]:
+    deltas = []
+    for i in range(count):
+        delta = {
+            "conv.weight": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
+            "bn.num_batches_tracked": np.array(1, dtype=np.int64),
+        }
+        _write(tmp_path / f"u{i}.safetensors", delta)
+        deltas.append(delta)
+    return deltas
+
+
+def test_fedavg_weights_by_sample_count(tmp_path: Path, model_path: Path) -> None:
+    deltas = _deltas(tmp_path, 3)
+    counts = [10, 30, 60]
+    updates = [Update(tmp_path / f"u{i}.safetensors", n) for i, n in enumerate(counts)]
+
+    accepted, rejected = aggregate(model_path, updates, AggregationRule.FEDAVG, tmp_path / "out")
+
+    result = load_file(str(tmp_path / "out"))
+    base = load_file(str(model_path))
+    expected = base["conv.weight"].astype(np.float64) + sum(
+        d["conv.weight"].astype(np.float64) * n / 100 for d, n in zip(deltas, counts, strict=True)
+    )
+    assert len(accepted) == 3
+    assert not rejected
+    np.testing.assert_allclose(result["conv.weight"], expected.astype(np.float32), rtol=1e-6)
+    assert result["bn.num_batches_tracked"] == base["bn.num_batches_tracked"]
+
+
+def test_median_and_trimmed_mean_resist_an_outlier(tmp_path: Path, model_path: Path) -> None:
+    deltas = _deltas(tmp_path, 4)
+    poisoned = {k: v.copy() for k, v in deltas[0].items()}
+    poisoned["conv.weight"] = np.full((4, 3, 3, 3), 1e6, dtype=np.float32)
+    _write(tmp_path / "bad.safetensors", poisoned)
+    updates = [Update(tmp_path / f"u{i}.safetensors", 1) for i in range(4)]
+    updates.append(Update(tmp_path / "bad.safetensors", 1))
+
+    aggregate(model_path, updates, AggregationRule.MEDIAN, tmp_path / "median")
+    aggregate(model_path, updates, AggregationRule.TRIMMED_MEAN, tmp_path / "trim", 0.2)
+    aggregate(model_path, updates, AggregationRule.FEDAVG, tmp_path / "mean")
+
+    base = load_file(str(model_path))["conv.weight"]
+    for name in ("median", "trim"):
+        moved = load_file(str(tmp_path / name))["conv.weight"] - base
+        assert np.abs(moved).max() < 10
+    assert np.abs(load_file(str(tmp_path / "mean"))["conv.weight"] - base).min() > 1e5
+
+
+def test_bad_updates_are_rejected_with_a_reason(tmp_path: Path, model_path: Path) -> None:
+    _deltas(tmp_path, 1)
+    wrong_shape = _write(
+        tmp_path / "shape.safetensors",
+        {"conv.weight": np.zeros((2, 3), np.float32), "bn.num_batches_tracked": np.array(0)},
+    )
+    nan = _write(
+        tmp_path / "nan.safetensors",
+        {
+            "conv.weight": np.full((4, 3, 3, 3), np.nan, np.float32),
+            "bn.num_batches_tracked": np.array(0),
+        },
+    )
+    missing = _write(tmp_path / "missing.safetensors", {"conv.weight": np.zeros((4, 3, 3, 3))})
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not safetensors")
+    updates = [
+        Update(tmp_path / "u0.safetensors", 5),
+        Update(wrong_shape, 5),
+        Update(nan, 5),
+        Update(missing, 5),
+        Update(garbage, 5),
+        Update(tmp_path / "u0.safetensors", 0),
+    ]
+
+    accepted, rejected = aggregate(model_path, updates, AggregationRule.FEDAVG, tmp_path / "o")
+
+    reasons = [r.reason for r in rejected]
+    assert len(accepted) == 1
+    assert "is F32[2, 3], expected F32[4, 3, 3, 3]" in reasons[0]
+    assert "non-finite" in reasons[1]
+    assert "missing ['bn.num_batches_tracked']" in reasons[2]
+    assert "not a readable safetensors file" in reasons[3]
+    assert "sample count" in reasons[4]
+
+
+def test_nothing_valid_is_an_error(tmp_path: Path, model_path: Path) -> None:
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"x")
+
+    with pytest.raises(AggregationError, match="no valid update"):
+        aggregate(model_path, [Update(garbage, 1)], AggregationRule.FEDAVG, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
