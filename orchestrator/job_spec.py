@@ -1,0 +1,147 @@
+"""A training job as an operator writes it (YAML), validated field by field.
+
+Example::
+
+    student: mobilenet_v2
+    teacher: resnet50          # optional: no teacher trains on labelled frames
+    image_size: 224
+    batch_size: largest        # or a number
+    rounds: 10
+    local_steps: 20
+    optimizer: sgd             # sgd | adam
+    learning_rate: 0.01
+    fraction_per_round: 0.5    # of the registered nodes, each round
+    min_nodes: 2
+    round_deadline_s: 600
+    aggregation: fedavg        # fedavg | median | trimmed_mean
+    trim_fraction: 0.1         # trimmed_mean only
+    temperature: 2.0           # distillation softmax temperature
+
+An invalid file gets a ``JobSpecError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from orchestrator.aggregation import AggregationRule
+
+LARGEST = "largest"
+OPTIMIZERS = ("sgd", "adam")
+_MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class JobSpecError(ValueError):
+    """A job file that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    student: str
+    image_size: int
+    rounds: int
+    local_steps: int
+    learning_rate: float
+    teacher: str | None = None
+    batch_size: int | None = None
+    """None: the largest batch that fits each board."""
+    optimizer: str = "sgd"
+    fraction_per_round: float = 1.0
+    min_nodes: int = 1
+    round_deadline_s: float = 600.0
+    aggregation: AggregationRule = AggregationRule.FEDAVG
+    trim_fraction: float = 0.1
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("student", "teacher"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not _MODEL_NAME.match(value)):
+                raise JobSpecError(f"{name}: must be a model name like mobilenet_v2, got {value!r}")
+        _positive_int("image_size", self.image_size)
+        _positive_int("rounds", self.rounds)
+        _positive_int("local_steps", self.local_steps)
+        _positive_int("min_nodes", self.min_nodes)
+        if self.batch_size is not None:
+            _positive_int("batch_size", self.batch_size)
+        _positive_number("learning_rate", self.learning_rate)
+        _positive_number("round_deadline_s", self.round_deadline_s)
+        _positive_number("temperature", self.temperature)
+        _positive_number("fraction_per_round", self.fraction_per_round)
+        if self.fraction_per_round > 1:
+            raise JobSpecError(
+                f"fraction_per_round: must be in (0, 1], got {self.fraction_per_round}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise JobSpecError(
+                f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if not isinstance(self.trim_fraction, int | float) or not 0 <= self.trim_fraction < 0.5:
+            raise JobSpecError(f"trim_fraction: must be in [0, 0.5), got {self.trim_fraction!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["aggregation"] = self.aggregation.value
+        data["batch_size"] = LARGEST if self.batch_size is None else self.batch_size
+        return data
+
+    @classmethod
+    def from_dict(cls, data: object) -> JobSpec:
+        if not isinstance(data, Mapping):
+            raise JobSpecError(f"a job is a mapping of fields, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise JobSpecError(f"{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
+        values = dict(data)
+        for required in ("student", "image_size", "rounds", "local_steps", "learning_rate"):
+            if required not in values:
+                raise JobSpecError(f"{required}: missing")
+        batch = values.get("batch_size", LARGEST)
+        values["batch_size"] = None if batch == LARGEST else batch
+        aggregation = values.get("aggregation", AggregationRule.FEDAVG.value)
+        try:
+            values["aggregation"] = AggregationRule(aggregation)
+        except ValueError:
+            choices = ", ".join(rule.value for rule in AggregationRule)
+            raise JobSpecError(
+                f"aggregation: must be one of {choices}, got {aggregation!r}"
+            ) from None
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> JobSpec:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise JobSpecError(f"not valid YAML: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: Path) -> JobSpec:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise JobSpecError(f"cannot read {path}: {exc.strerror}") from exc
+        return cls.from_yaml(text)
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise JobSpecError(f"{name}: must be a positive whole number, got {value!r}")
+
+
+def _positive_number(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise JobSpecError(f"{name}: must be a positive number, got {value!r}")
