@@ -1,0 +1,105 @@
+"""The coordinator's configuration: one typed, validated dataclass.
+
+``edgefleet coordinator serve`` flags and the Helm chart's values map onto these fields one to
+one; nothing else configures the coordinator.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 4 << 20
+"""gRPC's default message limit is 4 MiB; a chunk plus its envelope must stay under it."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """``HOST:PORT`` (``[v6]:PORT`` for IPv6); port 0 asks the kernel for a free one."""
+        host, separator, port_text = text.rpartition(":")
+        if not separator or not host:
+            raise ValueError(f"listen address must be HOST:PORT, got {text!r}")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError(f"{host!r} in {text!r} is not an IPv6 address") from None
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"port must be a number from 0 to 65535, got {port_text!r}")
+        return cls(host, int(port_text))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+DEFAULT_LISTEN = Address("127.0.0.1", 50051)
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    data_dir: Path
+    """Model store, and the SQLite registry unless ``db_url`` names another database."""
+    enrollment_token: str
+    """What a board must present to register."""
+    admin_token: str
+    """What an operator must present to the jobs API."""
+    listen: Address = DEFAULT_LISTEN
+    db_url: str | None = None
+    metrics_port: int | None = None
+    """Prometheus metrics on this port (0: any free one); None: no metrics endpoint."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    """Require client certificates signed by this CA (mutual TLS)."""
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    heartbeat_timeout_s: float = 60.0
+    """A node silent for this long counts as lost."""
+
+    def __post_init__(self) -> None:
+        for name in ("enrollment_token", "admin_token"):
+            token = getattr(self, name)
+            if not isinstance(token, str) or len(token) < 8:
+                raise ValueError(f"{name} must be at least 8 characters")
+        if self.enrollment_token == self.admin_token:
+            raise ValueError("enrollment_token and admin_token must differ")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be from 0 to 65535, got {self.metrics_port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ValueError("client_ca (mutual TLS) needs tls_cert and tls_key")
+        for name in ("tls_cert", "tls_key", "client_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {path}")
+        if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES:
+            raise ValueError(
+                f"chunk_bytes must be from 1024 to {MAX_CHUNK_BYTES}, got {self.chunk_bytes}"
+            )
+        if not self.heartbeat_timeout_s > 0:
+            raise ValueError(
+                f"heartbeat_timeout_s must be positive, got {self.heartbeat_timeout_s}"
+            )
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url is not None:
+            return self.db_url
+        return f"sqlite+pysqlite:///{self.data_dir / 'registry.sqlite3'}"
+
+    @property
+    def model_store_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
