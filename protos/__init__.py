@@ -1,0 +1,1 @@
+"""The gRPC protocol of edgefleet: versioned ``.proto`` files and their committed Python stubs."""

@@ -1,0 +1,1 @@
+"""edgefleet's protocol packages, one per version (``v1``)."""
