@@ -1,0 +1,1 @@
+"""One module per revision; ``__init__`` only makes this folder ship in the wheel."""
