@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from edgefleet.commands import bench, demo, plan
+from edgefleet.commands import bench, coordinator, demo, plan
 
 app = typer.Typer(
     name="edgefleet",
@@ -19,4 +19,9 @@ app = typer.Typer(
 )
 app.add_typer(plan.app, name="plan")
 app.add_typer(bench.app, name="bench")
+app.add_typer(coordinator.app, name="coordinator")
 app.command("demo")(demo.demo)
+
+
+if __name__ == "__main__":
+    app()

@@ -7,7 +7,8 @@ import sys
 def test_pure_side_imports_no_torch() -> None:
     code = (
         "import sys, checkpointing.solvers.persistent;"
-        "import checkpointing.solvers.revolve, edgefleet.cli;"
+        "import checkpointing.solvers.revolve, checkpointing.planner, edgefleet.cli;"
+        "import orchestrator.server, orchestrator.aggregation, orchestrator.job_spec;"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
     )
 

@@ -1,0 +1,1 @@
+"""Plain functions behind the gRPC servicers: decoded arguments in, results out."""

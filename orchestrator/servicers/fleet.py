@@ -1,0 +1,66 @@
+"""FleetService: the agents' side of the protocol."""
+
+from __future__ import annotations
+
+import grpc
+
+from orchestrator.errors import ErrorCode, FleetError
+from orchestrator.handlers import fleet
+from orchestrator.storage.records import Hardware
+from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
+
+_BEARER = "bearer "
+
+
+def _credential(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata():
+        if key == "authorization" and isinstance(value, str) and value.lower().startswith(_BEARER):
+            return value[len(_BEARER) :]
+    raise FleetError(ErrorCode.BAD_NODE_CREDENTIAL, "send 'authorization: Bearer <credential>'")
+
+
+def _hardware(message: common_pb2.Hardware) -> Hardware:
+    try:
+        return Hardware(
+            ram_bytes=message.ram_bytes,
+            num_cores=message.num_cores,
+            cpu_model=message.cpu_model,
+            arch=message.arch,
+            accelerator=message.accelerator or None,
+            torch_version=message.torch_version,
+            runtime_baseline_bytes=message.runtime_baseline_bytes,
+        )
+    except ValueError as exc:
+        raise FleetError(ErrorCode.INVALID_REQUEST, f"hardware: {exc}") from None
+
+
+class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
+    """Method names are the protocol's (CamelCase), as the generated base class requires."""
+
+    def __init__(self, state: fleet.FleetState) -> None:
+        self._state = state
+
+    def Register(
+        self, request: fleet_pb2.RegisterRequest, context: grpc.ServicerContext
+    ) -> fleet_pb2.RegisterResponse:
+        if not request.HasField("hardware"):
+            raise FleetError(ErrorCode.INVALID_REQUEST, "hardware is required")
+        registration = fleet.register(
+            self._state,
+            request.enrollment_token,
+            request.node_name or "board",
+            _hardware(request.hardware),
+        )
+        return fleet_pb2.RegisterResponse(
+            node_id=registration.node_id,
+            node_credential=registration.credential,
+            hardware_class=registration.hardware_class,
+            heartbeat_interval_s=self._state.config.heartbeat_timeout_s / 3,
+            max_chunk_bytes=self._state.config.chunk_bytes,
+        )
+
+    def Heartbeat(
+        self, request: fleet_pb2.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> fleet_pb2.HeartbeatResponse:
+        next_s = fleet.heartbeat(self._state, request.node_id, _credential(context))
+        return fleet_pb2.HeartbeatResponse(next_heartbeat_s=next_s)
