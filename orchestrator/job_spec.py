@@ -2,6 +2,7 @@
 
 Example::
 
+    name: pole-cameras-v1      # optional
     student: mobilenet_v2
     teacher: resnet50          # optional: no teacher trains on labelled frames
     image_size: 224
@@ -49,6 +50,8 @@ class JobSpec:
     local_steps: int
     learning_rate: float
     teacher: str | None = None
+    name: str = ""
+    """For people; the coordinator identifies a job by its id."""
     batch_size: int | None = None
     """None: the largest batch that fits each board."""
     optimizer: str = "sgd"
@@ -64,6 +67,8 @@ class JobSpec:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not _MODEL_NAME.match(value)):
                 raise JobSpecError(f"{name}: must be a model name like mobilenet_v2, got {value!r}")
+        if not isinstance(self.name, str) or len(self.name) > 200:
+            raise JobSpecError("name: must be text of at most 200 characters")
         _positive_int("image_size", self.image_size)
         _positive_int("rounds", self.rounds)
         _positive_int("local_steps", self.local_steps)

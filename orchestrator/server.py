@@ -21,8 +21,9 @@ from orchestrator.config import CoordinatorConfig
 from orchestrator.handlers.fleet import FleetState
 from orchestrator.interceptors import ErrorInterceptor
 from orchestrator.servicers.fleet import FleetServicer
+from orchestrator.servicers.jobs import JobsServicer
 from orchestrator.storage import SqlStorage
-from protos.edgefleet.v1 import fleet_pb2, fleet_pb2_grpc
+from protos.edgefleet.v1 import fleet_pb2, fleet_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 _LOG = logging.getLogger(__name__)
 _WORKERS = 32
@@ -60,13 +61,18 @@ def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[Running
     try:
         # The task, profile and transfer methods answer UNIMPLEMENTED (the generated base
         # class's answer) until rounds land; the stubs mark them abstract for that reason.
-        servicer = FleetServicer(FleetState(storage, config))  # type: ignore[abstract]
+        state = FleetState(storage, config)
+        servicer = FleetServicer(state)  # type: ignore[abstract]
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(servicer, server)
+        # WatchJob and ListNodes answer UNIMPLEMENTED until rounds land, likewise.
+        jobs_servicer = JobsServicer(state)  # type: ignore[abstract]
+        jobs_pb2_grpc.add_JobsServiceServicer_to_server(jobs_servicer, server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         fleet_name = fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name
+        jobs_name = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
         reflection.enable_server_reflection(
-            (fleet_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (fleet_name, jobs_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = str(config.listen)
         if config.tls:
@@ -74,7 +80,7 @@ def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[Running
         else:
             port = server.add_insecure_port(address)
         server.start()
-        for service in ("", fleet_name):
+        for service in ("", fleet_name, jobs_name):
             health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         _LOG.info("coordinator listening on %s:%d", config.listen.host, port)
         yield RunningServer(port=port, server=server, health=health_servicer)

@@ -1,0 +1,121 @@
+"""The jobs API on a real coordinator: submit, get, list, cancel, and their errors."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from orchestrator.config import Address, CoordinatorConfig
+from orchestrator.server import running
+from protos.edgefleet.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
+
+ADMIN = [("authorization", "Bearer admin-secret")]
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Iterator[jobs_pb2_grpc.JobsServiceStub]:
+    config = CoordinatorConfig(
+        data_dir=tmp_path,
+        enrollment_token="enroll-secret",
+        admin_token="admin-secret",
+        listen=Address("127.0.0.1", 0),
+    )
+    with running(config, grace_s=0.1) as server, grpc.insecure_channel(server.address) as channel:
+        yield jobs_pb2_grpc.JobsServiceStub(channel)
+
+
+def _spec(**changes: object) -> jobs_pb2.JobSpec:
+    fields: dict[str, object] = {
+        "name": "pole cameras",
+        "student_model": "mobilenet_v2",
+        "teacher_model": "resnet50",
+        "image_size": 64,
+        "num_rounds": 3,
+        "local_steps": 5,
+        "optimizer": common_pb2.OPTIMIZER_SGD,
+        "learning_rate": 0.01,
+        "node_fraction": 0.5,
+        "min_nodes": 2,
+        "round_deadline_s": 120,
+        "aggregation": jobs_pb2.AGGREGATION_RULE_MEDIAN,
+    }
+    fields.update(changes)
+    return jobs_pb2.JobSpec(**fields)  # type: ignore[arg-type]
+
+
+def test_submit_then_get_returns_the_same_spec(jobs: jobs_pb2_grpc.JobsServiceStub) -> None:
+    submitted = jobs.SubmitJob(jobs_pb2.SubmitJobRequest(spec=_spec()), metadata=ADMIN).job
+
+    fetched = jobs.GetJob(jobs_pb2.GetJobRequest(job_id=submitted.job_id), metadata=ADMIN).job
+
+    assert fetched.state == jobs_pb2.JOB_STATE_PENDING
+    assert fetched.spec.student_model == "mobilenet_v2"
+    assert fetched.spec.batch_size == 0  # the largest that fits each board
+    assert fetched.spec.aggregation == jobs_pb2.AGGREGATION_RULE_MEDIAN
+    assert fetched.spec.min_nodes == 2
+    assert fetched == submitted
+
+
+def test_invalid_spec_names_the_field(jobs: jobs_pb2_grpc.JobsServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        jobs.SubmitJob(jobs_pb2.SubmitJobRequest(spec=_spec(node_fraction=1.5)), metadata=ADMIN)
+
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "fraction_per_round" in (caught.value.details() or "")
+
+
+def test_list_pages_newest_first_and_filters(jobs: jobs_pb2_grpc.JobsServiceStub) -> None:
+    ids = [
+        jobs.SubmitJob(
+            jobs_pb2.SubmitJobRequest(spec=_spec(name=f"j{i}")), metadata=ADMIN
+        ).job.job_id
+        for i in range(3)
+    ]
+    jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=ids[0]), metadata=ADMIN)
+
+    first = jobs.ListJobs(jobs_pb2.ListJobsRequest(page_size=2), metadata=ADMIN)
+    second = jobs.ListJobs(
+        jobs_pb2.ListJobsRequest(page_size=2, page_token=first.next_page_token), metadata=ADMIN
+    )
+    cancelled = jobs.ListJobs(
+        jobs_pb2.ListJobsRequest(state=jobs_pb2.JOB_STATE_CANCELLED), metadata=ADMIN
+    )
+
+    assert [j.job_id for j in first.jobs] + [j.job_id for j in second.jobs] == ids[::-1]
+    assert second.next_page_token == ""
+    assert [j.job_id for j in cancelled.jobs] == [ids[0]]
+
+
+def test_cancel_twice_is_refused(jobs: jobs_pb2_grpc.JobsServiceStub) -> None:
+    job_id = jobs.SubmitJob(jobs_pb2.SubmitJobRequest(spec=_spec()), metadata=ADMIN).job.job_id
+
+    cancelled = jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), metadata=ADMIN).job
+    with pytest.raises(grpc.RpcError) as caught:
+        jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), metadata=ADMIN)
+
+    assert cancelled.state == jobs_pb2.JOB_STATE_CANCELLED
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.parametrize(
+    ("metadata", "status"),
+    [
+        ([("authorization", "Bearer enroll-secret")], grpc.StatusCode.PERMISSION_DENIED),
+        ([], grpc.StatusCode.PERMISSION_DENIED),
+    ],
+)
+def test_admin_token_required(
+    jobs: jobs_pb2_grpc.JobsServiceStub, metadata: list[tuple[str, str]], status: grpc.StatusCode
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        jobs.ListJobs(jobs_pb2.ListJobsRequest(), metadata=metadata)
+
+    assert caught.value.code() is status
+
+
+def test_unknown_job_is_not_found(jobs: jobs_pb2_grpc.JobsServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        jobs.GetJob(jobs_pb2.GetJobRequest(job_id="no-such-job"), metadata=ADMIN)
+
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
