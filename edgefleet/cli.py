@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from edgefleet.commands import bench, coordinator, demo, plan
+from edgefleet.commands import bench, coordinator, demo, jobs, plan
 
 app = typer.Typer(
     name="edgefleet",
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(plan.app, name="plan")
 app.add_typer(bench.app, name="bench")
 app.add_typer(coordinator.app, name="coordinator")
+app.add_typer(jobs.app, name="jobs")
 app.command("demo")(demo.demo)
 
 
