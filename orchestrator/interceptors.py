@@ -43,6 +43,24 @@ def _guarded(behaviour: Callable[..., Any], method: str, streaming: bool) -> Cal
     return unary
 
 
+Wrap = Callable[[Callable[..., Any], str, bool], Callable[..., Any]]
+"""``wrap(behaviour, method, streams_responses)`` -> the behaviour to run instead."""
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, method: str, wrap: Wrap) -> grpc.RpcMethodHandler:
+    """``handler`` with its one behaviour (of the four call shapes gRPC has) wrapped."""
+    for kind, streams_responses in (
+        ("unary_unary", False),
+        ("unary_stream", True),
+        ("stream_unary", False),
+        ("stream_stream", True),
+    ):
+        behaviour = getattr(handler, kind)
+        if behaviour is not None:
+            return handler._replace(**{kind: wrap(behaviour, method, streams_responses)})
+    return handler
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     def intercept_service(
         self,
@@ -52,13 +70,4 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_guarded(handler.unary_unary, method, False))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_guarded(handler.unary_stream, method, True))
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_guarded(handler.stream_unary, method, False))
-        if handler.stream_stream is not None:
-            return handler._replace(stream_stream=_guarded(handler.stream_stream, method, True))
-        return handler
+        return wrap_handler(handler, handler_call_details.method, _guarded)

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
 from orchestrator.config import CoordinatorConfig
 from orchestrator.handlers.fleet import FleetState
 from orchestrator.interceptors import ErrorInterceptor
+from orchestrator.metrics import FleetMetrics, MetricsInterceptor
 from orchestrator.servicers.fleet import FleetServicer
 from orchestrator.servicers.jobs import JobsServicer
 from orchestrator.storage import SqlStorage
@@ -34,6 +36,8 @@ class RunningServer:
     port: int
     server: grpc.Server
     health: health.HealthServicer
+    metrics_port: int | None = None
+    """The Prometheus endpoint's port, when metrics are on."""
 
     @property
     def address(self) -> str:
@@ -54,10 +58,16 @@ def _credentials(config: CoordinatorConfig) -> grpc.ServerCredentials:
 def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[RunningServer]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     storage = SqlStorage(config.database_url)
+    interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]
+    metrics = None
+    if config.metrics_port is not None:
+        metrics = FleetMetrics(storage, config.heartbeat_timeout_s)
+        # First in the list runs outermost: it sees the status the error interceptor set.
+        interceptors.insert(0, MetricsInterceptor(metrics))
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=_WORKERS),
-        interceptors=[ErrorInterceptor()],
+        futures.ThreadPoolExecutor(max_workers=_WORKERS), interceptors=interceptors
     )
+    endpoint = None
     try:
         # The task, profile and transfer methods answer UNIMPLEMENTED (the generated base
         # class's answer) until rounds land; the stubs mark them abstract for that reason.
@@ -82,8 +92,20 @@ def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[Running
         server.start()
         for service in ("", fleet_name, jobs_name):
             health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        metrics_port = None
+        if metrics is not None and config.metrics_port is not None:
+            endpoint, _ = start_http_server(
+                config.metrics_port, addr=config.listen.host, registry=metrics.registry
+            )
+            metrics_port = endpoint.server_port
+            _LOG.info("metrics on http://%s:%d/metrics", config.listen.host, metrics_port)
         _LOG.info("coordinator listening on %s:%d", config.listen.host, port)
-        yield RunningServer(port=port, server=server, health=health_servicer)
+        yield RunningServer(
+            port=port, server=server, health=health_servicer, metrics_port=metrics_port
+        )
     finally:
         server.stop(grace_s).wait()
+        if endpoint is not None:
+            endpoint.shutdown()
+            endpoint.server_close()
         storage.close()

@@ -37,6 +37,9 @@ def serve(
     db: Annotated[
         str | None, typer.Option("--db", help="Database URL (default: SQLite in --data-dir).")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Prometheus metrics port (0: any).")
+    ] = None,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key")] = None,
     client_ca: Annotated[Path | None, typer.Option("--client-ca", help="Mutual TLS.")] = None,
@@ -52,6 +55,7 @@ def serve(
             admin_token=admin_token,
             listen=Address.parse(listen),
             db_url=db,
+            metrics_port=metrics_port,
             tls_cert=tls_cert,
             tls_key=tls_key,
             client_ca=client_ca,
@@ -71,6 +75,8 @@ def serve(
     try:
         with running(config) as server:
             typer.echo(f"coordinator listening on {config.listen.host}:{server.port}", err=True)
+            if server.metrics_port is not None:
+                typer.echo(f"metrics on {config.listen.host}:{server.metrics_port}", err=True)
             stop.wait()
     except RuntimeError as exc:
         # grpc raises RuntimeError when the address cannot be bound.
