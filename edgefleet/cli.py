@@ -21,6 +21,7 @@ app.add_typer(plan.app, name="plan")
 app.add_typer(bench.app, name="bench")
 app.add_typer(coordinator.app, name="coordinator")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(jobs.nodes_app, name="nodes")
 app.command("demo")(demo.demo)
 
 

@@ -47,10 +47,10 @@ def _call(method: Callable[..., T], request: object, admin_token: str, coordinat
         fail(f"{code.name.lower()}: {error.details()}")
 
 
-def _job_dict(job: Any) -> dict[str, object]:
+def _message_dict(message: Any) -> dict[str, object]:
     from google.protobuf.json_format import MessageToDict
 
-    data: dict[str, object] = MessageToDict(job, preserving_proto_field_name=True)
+    data: dict[str, object] = MessageToDict(message, preserving_proto_field_name=True)
     return data
 
 
@@ -81,7 +81,7 @@ def submit(
         request = jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec))
         response = _call(stub.SubmitJob, request, admin_token, coordinator)
     if as_json:
-        print_json(_job_dict(response.job))
+        print_json(_message_dict(response.job))
     else:
         _echo_job(response.job)
 
@@ -100,7 +100,7 @@ def get(
         request = jobs_pb2.GetJobRequest(job_id=job_id)
         response = _call(stub.GetJob, request, admin_token, coordinator)
     if as_json:
-        print_json(_job_dict(response.job))
+        print_json(_message_dict(response.job))
     else:
         _echo_job(response.job)
 
@@ -121,7 +121,7 @@ def list_jobs(coordinator: Coordinator, admin_token: AdminToken, as_json: AsJson
             if not token:
                 break
     if as_json:
-        print_json([_job_dict(job) for job in found])
+        print_json([_message_dict(job) for job in found])
         return
     for job in found:
         _echo_job(job)
@@ -141,6 +141,30 @@ def cancel(
         request = jobs_pb2.CancelJobRequest(job_id=job_id)
         response = _call(stub.CancelJob, request, admin_token, coordinator)
     if as_json:
-        print_json(_job_dict(response.job))
+        print_json(_message_dict(response.job))
     else:
         _echo_job(response.job)
+
+
+nodes_app = typer.Typer(help="The boards the coordinator knows.", no_args_is_help=True)
+
+
+@nodes_app.command("list")
+def list_nodes(
+    coordinator: Coordinator,
+    admin_token: AdminToken,
+    hardware_class: Annotated[str, typer.Option("--hardware-class", help="Only this class.")] = "",
+    as_json: AsJson = False,
+) -> None:
+    """List nodes with their hardware, liveness and memory models."""
+    from protos.edgefleet.v1 import jobs_pb2
+
+    with _stub(coordinator) as stub:
+        request = jobs_pb2.ListNodesRequest(hardware_class=hardware_class)
+        response = _call(stub.ListNodes, request, admin_token, coordinator)
+    if as_json:
+        print_json([_message_dict(node) for node in response.nodes])
+        return
+    for node in response.nodes:
+        state = "alive" if node.alive else "lost"
+        typer.echo(f"{node.node_id}  {state:<6} {node.hardware_class}  {node.node_name}")

@@ -5,13 +5,19 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers.fleet import FleetState
 from orchestrator.job_spec import JobSpec, JobSpecError
 from orchestrator.storage import StorageConflict
-from orchestrator.storage.records import JobRecord, JobStatus, NewJob
+from orchestrator.storage.records import (
+    JobRecord,
+    JobStatus,
+    MemoryModelRecord,
+    NewJob,
+    NodeRecord,
+)
 
 
 def check_admin(state: FleetState, token: str) -> None:
@@ -66,3 +72,20 @@ def cancel(state: FleetState, job_id: str) -> JobRecord:
         raise FleetError(
             ErrorCode.JOB_NOT_CANCELLABLE, f"job {job_id} changed state; get it again"
         ) from None
+
+
+def nodes(
+    state: FleetState, hardware_class: str
+) -> list[tuple[NodeRecord, Sequence[MemoryModelRecord], bool]]:
+    """Every node (of one hardware class, if given), its class's memory models, and liveness."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=state.config.heartbeat_timeout_s)
+    records = state.storage.list_nodes(hardware_class=hardware_class or None)
+    models: dict[str, Sequence[MemoryModelRecord]] = {}
+    listed = []
+    for node in records:
+        if node.hardware_class not in models:
+            models[node.hardware_class] = state.storage.list_memory_models(
+                hardware_class=node.hardware_class
+            )
+        listed.append((node, models[node.hardware_class], node.last_seen_at >= cutoff))
+    return listed

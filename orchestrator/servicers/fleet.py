@@ -6,8 +6,8 @@ import grpc
 
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers import fleet
-from orchestrator.storage.records import Hardware
-from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
+from orchestrator.servicers.convert import hardware_from_proto
+from protos.edgefleet.v1 import fleet_pb2, fleet_pb2_grpc
 
 _BEARER = "bearer "
 
@@ -17,21 +17,6 @@ def _credential(context: grpc.ServicerContext) -> str:
         if key == "authorization" and isinstance(value, str) and value.lower().startswith(_BEARER):
             return value[len(_BEARER) :]
     raise FleetError(ErrorCode.BAD_NODE_CREDENTIAL, "send 'authorization: Bearer <credential>'")
-
-
-def _hardware(message: common_pb2.Hardware) -> Hardware:
-    try:
-        return Hardware(
-            ram_bytes=message.ram_bytes,
-            num_cores=message.num_cores,
-            cpu_model=message.cpu_model,
-            arch=message.arch,
-            accelerator=message.accelerator or None,
-            torch_version=message.torch_version,
-            runtime_baseline_bytes=message.runtime_baseline_bytes,
-        )
-    except ValueError as exc:
-        raise FleetError(ErrorCode.INVALID_REQUEST, f"hardware: {exc}") from None
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
@@ -49,7 +34,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             self._state,
             request.enrollment_token,
             request.node_name or "board",
-            _hardware(request.hardware),
+            hardware_from_proto(request.hardware),
         )
         return fleet_pb2.RegisterResponse(
             node_id=registration.node_id,

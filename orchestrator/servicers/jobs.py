@@ -10,6 +10,7 @@ from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers import jobs
 from orchestrator.handlers.fleet import FleetState
 from orchestrator.job_spec import LARGEST, JobSpec
+from orchestrator.servicers.convert import hardware_to_proto
 from orchestrator.storage.records import JobRecord, JobStatus
 from protos.edgefleet.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 
@@ -123,6 +124,33 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
         return jobs_pb2.ListJobsResponse(
             jobs=[_job(record) for record in records], next_page_token=token
         )
+
+    def ListNodes(
+        self, request: jobs_pb2.ListNodesRequest, context: grpc.ServicerContext
+    ) -> jobs_pb2.ListNodesResponse:
+        jobs.check_admin(self._state, _admin_token(context))
+        listed = []
+        for node, models, alive in jobs.nodes(self._state, request.hardware_class):
+            listed.append(
+                jobs_pb2.Node(
+                    node_id=node.id,
+                    node_name=node.name,
+                    hardware=hardware_to_proto(node.hardware),
+                    hardware_class=node.hardware_class,
+                    registered_unix_s=node.enrolled_at.timestamp(),
+                    last_heartbeat_unix_s=node.last_seen_at.timestamp(),
+                    alive=alive,
+                    memory_models=[
+                        jobs_pb2.MemoryModelStatus(
+                            model_name=model.model,
+                            image_size=model.image_size or 0,
+                            state=jobs_pb2.MEMORY_MODEL_STATE_READY,
+                        )
+                        for model in models
+                    ],
+                )
+            )
+        return jobs_pb2.ListNodesResponse(nodes=listed)
 
     def CancelJob(
         self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext

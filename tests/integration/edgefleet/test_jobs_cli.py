@@ -51,6 +51,13 @@ def test_submit_list_get_cancel(tmp_path: Path, coordinator: list[str]) -> None:
     assert "cancelled" in fetched.stdout
 
 
+def test_nodes_list_on_an_empty_fleet(coordinator: list[str]) -> None:
+    result = CliRunner().invoke(app, ["nodes", "list", *coordinator, "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+
+
 def test_bad_file_wrong_token_and_no_coordinator(tmp_path: Path, coordinator: list[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(JOB.replace("rounds: 2", "rounds: none"))

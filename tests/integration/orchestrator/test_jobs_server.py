@@ -119,3 +119,42 @@ def test_unknown_job_is_not_found(jobs: jobs_pb2_grpc.JobsServiceStub) -> None:
         jobs.GetJob(jobs_pb2.GetJobRequest(job_id="no-such-job"), metadata=ADMIN)
 
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_list_nodes_shows_hardware_and_liveness(tmp_path: Path) -> None:
+    from protos.edgefleet.v1 import fleet_pb2, fleet_pb2_grpc
+
+    config = CoordinatorConfig(
+        data_dir=tmp_path,
+        enrollment_token="enroll-secret",
+        admin_token="admin-secret",
+        listen=Address("127.0.0.1", 0),
+    )
+    hardware = common_pb2.Hardware(
+        ram_bytes=1 << 30,
+        num_cores=4,
+        cpu_model="Cortex-A53",
+        arch="aarch64",
+        torch_version="2.9.1",
+        runtime_baseline_bytes=300 << 20,
+    )
+    with running(config, grace_s=0.1) as server, grpc.insecure_channel(server.address) as channel:
+        fleet = fleet_pb2_grpc.FleetServiceStub(channel)
+        for name in ("pi-1", "pi-2"):
+            fleet.Register(
+                fleet_pb2.RegisterRequest(
+                    enrollment_token="enroll-secret", hardware=hardware, node_name=name
+                )
+            )
+        jobs = jobs_pb2_grpc.JobsServiceStub(channel)
+
+        everything = jobs.ListNodes(jobs_pb2.ListNodesRequest(), metadata=ADMIN).nodes
+        other_class = jobs.ListNodes(
+            jobs_pb2.ListNodesRequest(hardware_class="x86_64/other/8gib"), metadata=ADMIN
+        ).nodes
+
+    assert sorted(node.node_name for node in everything) == ["pi-1", "pi-2"]
+    assert all(node.alive for node in everything)
+    assert everything[0].hardware.ram_bytes == 1 << 30
+    assert everything[0].hardware_class == "aarch64/cortex-a53/1gib"
+    assert list(other_class) == []

@@ -1,0 +1,34 @@
+"""Records to protocol messages and back, shared by the servicers."""
+
+from __future__ import annotations
+
+from orchestrator.errors import ErrorCode, FleetError
+from orchestrator.storage.records import Hardware
+from protos.edgefleet.v1 import common_pb2
+
+
+def hardware_from_proto(message: common_pb2.Hardware) -> Hardware:
+    try:
+        return Hardware(
+            ram_bytes=message.ram_bytes,
+            num_cores=message.num_cores,
+            cpu_model=message.cpu_model,
+            arch=message.arch,
+            accelerator=message.accelerator or None,
+            torch_version=message.torch_version,
+            runtime_baseline_bytes=message.runtime_baseline_bytes,
+        )
+    except ValueError as exc:
+        raise FleetError(ErrorCode.INVALID_REQUEST, f"hardware: {exc}") from None
+
+
+def hardware_to_proto(hardware: Hardware) -> common_pb2.Hardware:
+    return common_pb2.Hardware(
+        ram_bytes=hardware.ram_bytes,
+        num_cores=hardware.num_cores,
+        cpu_model=hardware.cpu_model,
+        arch=hardware.arch,
+        accelerator=hardware.accelerator or "",
+        torch_version=hardware.torch_version,
+        runtime_baseline_bytes=hardware.runtime_baseline_bytes,
+    )
