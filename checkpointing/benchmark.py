@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -22,21 +21,24 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint_sequential as torch_checkpoint_sequential
 
 from checkpointing.chain import Chain
-from checkpointing.execute import run_schedule
-from checkpointing.meter import memory_meter
 from checkpointing.models import build_model, cross_entropy_loss
 from checkpointing.profile import ProfileConfig, profile_stages
-from checkpointing.schedule import Schedule
 from checkpointing.simulate import simulate
 from checkpointing.solvers.baselines import checkpoint_sequential, store_all
 from checkpointing.solvers.persistent import DEFAULT_SLOTS, min_budget, solve_persistent
 from checkpointing.split import split_model
+from checkpointing.steps import (
+    Step,
+    activation_peak_bytes,
+    plain_step,
+    schedule_step,
+    step_time_s,
+)
 
 STORE_ALL = "store_all"
 CHECKPOINT_SEQUENTIAL = "checkpoint_sequential"
 OPTIMAL = "optimal"
 
-Step = Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]
 Progress = Callable[[str, int, int], None]
 
 
@@ -146,16 +148,19 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
     profile_s = time.perf_counter() - started
     chain = profile.chain
 
-    def plain_step(x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        value = loss(model(x))
-        value.backward()
-        return value.detach()
-
     store = simulate(chain, store_all(chain.length))
     baseline = _Candidate(
-        STORE_ALL, None, None, int(store.peak), store.makespan, chain.length * 2 + 1, plain_step
+        STORE_ALL,
+        None,
+        None,
+        int(store.peak),
+        store.makespan,
+        chain.length * 2 + 1,
+        plain_step(model),
     )
-    _measure_memory(baseline, model, inputs, loss_fn, config.seed)
+    baseline.measured_peak_bytes = activation_peak_bytes(
+        model, baseline.step, inputs, loss_fn, config.seed
+    )
     reference = _gradients(model)
 
     candidates = [baseline, *_sequential_candidates(chain, modules, store.peak)]
@@ -174,13 +179,15 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
                 int(solution.peak),
                 solution.makespan,
                 len(solution.schedule),
-                _schedule_step(modules, solution.schedule),
+                schedule_step(modules, solution.schedule),
             )
         )
 
     for index, candidate in enumerate(candidates[1:], start=1):
         report("measuring memory", index, len(candidates))
-        _measure_memory(candidate, model, inputs, loss_fn, config.seed)
+        candidate.measured_peak_bytes = activation_peak_bytes(
+            model, candidate.step, inputs, loss_fn, config.seed
+        )
         candidate.max_grad_rel_diff = _max_relative_difference(_gradients(model), reference)
     baseline.max_grad_rel_diff = 0.0
 
@@ -189,8 +196,8 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
         for candidate in candidates:
             # An untimed step first: the allocator's state (which blocks it keeps, when it maps
             # fresh pages) then belongs to this strategy, not to the one run before it.
-            _timed_step(candidate.step, model, inputs, loss_fn, config.seed, device)
-            elapsed = _timed_step(candidate.step, model, inputs, loss_fn, config.seed, device)
+            step_time_s(model, candidate.step, inputs, loss_fn, config.seed)
+            elapsed = step_time_s(model, candidate.step, inputs, loss_fn, config.seed)
             candidate.times_s.append(elapsed)
 
     base_time = min(baseline.times_s)
@@ -221,13 +228,6 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
         min_budget_bytes=math.ceil(min_budget(chain)),
         infeasible_budgets=tuple(infeasible),
     )
-
-
-def _schedule_step(modules: Sequence[nn.Module], schedule: Schedule) -> Step:
-    def step(x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        return run_schedule(modules, schedule, x, loss)
-
-    return step
 
 
 def _sequential_step(modules: Sequence[nn.Module], segments: int) -> Step:
@@ -268,56 +268,6 @@ def _sequential_candidates(
             )
         )
     return frontier
-
-
-def _zero_gradients(model: nn.Module) -> None:
-    for parameter in model.parameters():
-        assert parameter.grad is not None, "gradient buffers are allocated before any step"
-        parameter.grad.zero_()
-
-
-def _measure_memory(
-    candidate: _Candidate,
-    model: nn.Module,
-    inputs: torch.Tensor,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    seed: int,
-) -> None:
-    _zero_gradients(model)
-    torch.manual_seed(seed)
-    with memory_meter(inputs.device) as meter:
-        start_bytes = meter.live_bytes
-        meter.reset_peak()
-        candidate.step(inputs, loss_fn)
-        peak_bytes = meter.peak_bytes
-    # The input batch was allocated before the meter started; the activation peak counts it.
-    input_bytes = inputs.untyped_storage().nbytes()
-    candidate.measured_peak_bytes = peak_bytes - start_bytes + input_bytes
-
-
-def _timed_step(
-    step: Step,
-    model: nn.Module,
-    inputs: torch.Tensor,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    seed: int,
-    device: torch.device,
-) -> float:
-    _zero_gradients(model)
-    torch.manual_seed(seed)
-    with _synchronised(device):
-        started = time.perf_counter()
-        step(inputs, loss_fn)
-    return time.perf_counter() - started
-
-
-@contextmanager
-def _synchronised(device: torch.device) -> Iterator[None]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _gradients(model: nn.Module) -> list[torch.Tensor]:

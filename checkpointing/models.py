@@ -44,17 +44,20 @@ def classification_models() -> list[str]:
     return sorted([SMALL_CNN, *torchvision.models.list_models(module=torchvision.models)])
 
 
+def check_model_name(name: str) -> None:
+    """``UnknownModelError`` naming the known models, unless ``build_model`` accepts ``name``."""
+    known = classification_models()
+    if name not in known:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(known)}")
+
+
 def build_model(name: str, num_classes: int = 1000) -> nn.Module:
     """A freshly initialised model (weights come from local files, never from a hub)."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    check_model_name(name)
     if name == SMALL_CNN:
         return small_cnn(num_classes)
-    known = torchvision.models.list_models(module=torchvision.models)
-    if name not in known:
-        raise UnknownModelError(
-            f"unknown model {name!r}; known models: {', '.join(classification_models())}"
-        )
     model: nn.Module = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     return model
 

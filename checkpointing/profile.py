@@ -38,6 +38,7 @@ import torch
 from checkpointing.chain import Chain
 from checkpointing.execute import GradientAnchor
 from checkpointing.meter import memory_meter
+from checkpointing.steps import storage_bytes
 
 
 class ProfileError(ValueError):
@@ -172,7 +173,7 @@ def profile_stages(
     chain = Chain(
         fw=fw_s,
         bw=bw_s,
-        cw=tuple(float(_storage_bytes(a)) for a in activations),
+        cw=tuple(float(storage_bytes(a)) for a in activations),
         cbw=(0.0, *(float(m.cbw) for m in memory[:-1])),
         ftmp=tuple(float(m.ftmp) for m in memory[:-1]),
         ftmp_nograd=tuple(float(m.ftmp_nograd) for m in memory[:-1]),
@@ -247,10 +248,6 @@ def _stage_inputs(
     return activations
 
 
-def _storage_bytes(tensor: torch.Tensor) -> int:
-    return tensor.untyped_storage().nbytes()
-
-
 def _stage_input(activations: Sequence[torch.Tensor], j: int) -> torch.Tensor:
     """A fresh leaf for stage ``j``; only the model input itself does not need a gradient."""
     x = activations[j].detach()
@@ -294,7 +291,7 @@ def _measure_memory(
             # hands it over: the gradient is then freed during the backward, not after it.
             output_grads = [torch.randn_like(y)]
             anchor = GradientAnchor(y)
-            output_bytes = _storage_bytes(y)
+            output_bytes = storage_bytes(y)
             held_bytes = meter.live_bytes
             del y
             released_bytes = held_bytes - meter.live_bytes

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -24,12 +23,9 @@ from torch import nn
 
 from checkpointing.benchmark import OPTIMAL, STORE_ALL
 from checkpointing.chain import Chain
-from checkpointing.execute import run_schedule
 from checkpointing.memory_model import MemoryModel, fit_memory_model
-from checkpointing.meter import memory_meter
 from checkpointing.models import build_model, cross_entropy_loss
 from checkpointing.profile import ChainProfile, ProfileConfig, profile_stages
-from checkpointing.schedule import Schedule
 from checkpointing.simulate import simulate
 from checkpointing.solvers.baselines import store_all
 from checkpointing.solvers.persistent import (
@@ -39,6 +35,15 @@ from checkpointing.solvers.persistent import (
     solve_persistent,
 )
 from checkpointing.split import Stage, split_model
+from checkpointing.steps import (
+    LossFn,
+    Step,
+    activation_peak_bytes,
+    plain_step,
+    schedule_step,
+    step_time_s,
+    unique_storage_bytes,
+)
 
 DEFAULT_BATCH_SIZES = (1, 2, 4)
 DEFAULT_IMAGE_SIZES = (64, 128)
@@ -52,8 +57,6 @@ _BUDGET_STEP = 0.01
 _BUDGET_STEPS = 50
 
 Progress = Callable[[str, int, int], None]
-LossFn = Callable[[torch.Tensor], torch.Tensor]
-Step = Callable[[torch.Tensor, LossFn], None]
 
 
 class SamplingError(ValueError):
@@ -124,8 +127,8 @@ def fit_model(
         model_name,
         [(p.batch_size, p.input_shape[-1], p.chain) for p in profiles],
         profiles[0].stage_names,
-        parameter_bytes=_unique_bytes(model.parameters()),
-        buffer_bytes=_unique_bytes(model.buffers()),
+        parameter_bytes=unique_storage_bytes(model.parameters()),
+        buffer_bytes=unique_storage_bytes(model.buffers()),
         num_classes=num_classes,
     )
 
@@ -166,11 +169,16 @@ def check_memory_model(
             budget, solution = _optimal_within(chain, OPTIMAL_FRACTION * store.peak, slots)
             assert solution.schedule is not None, "_optimal_within returns a feasible solution"
             runs = (
-                (STORE_ALL, None, store, _plain_step(model)),
-                (OPTIMAL, budget, solution, _schedule_step(stages, solution.schedule)),
+                (STORE_ALL, None, store, plain_step(model)),
+                (
+                    OPTIMAL,
+                    budget,
+                    solution,
+                    schedule_step([stage.module for stage in stages], solution.schedule),
+                ),
             )
             for strategy, budget_bytes, predicted, step in runs:
-                peak_bytes = _measured_peak(model, step, inputs, loss_fn, seed)
+                peak_bytes = activation_peak_bytes(model, step, inputs, loss_fn, seed)
                 cases.append(
                     HeldOutCase(
                         image_size=image_size,
@@ -180,7 +188,7 @@ def check_memory_model(
                         predicted_peak_bytes=math.ceil(predicted.peak),
                         measured_peak_bytes=peak_bytes,
                         predicted_time_s=predicted.makespan,
-                        measured_time_s=_step_time_s(
+                        measured_time_s=_fastest_step_s(
                             model, step, inputs, loss_fn, seed, time_repeats
                         ),
                     )
@@ -298,69 +306,9 @@ def _optimal_within(chain: Chain, budget: float, slots: int) -> tuple[float, Per
     raise SamplingError(f"no schedule fits even in {budget:.0f} bytes with {slots} slots")
 
 
-def _plain_step(model: nn.Module) -> Step:
-    def step(x: torch.Tensor, loss: LossFn) -> None:
-        loss(model(x)).backward()
-
-    return step
-
-
-def _schedule_step(stages: Sequence[Stage], schedule: Schedule) -> Step:
-    modules = [stage.module for stage in stages]
-
-    def step(x: torch.Tensor, loss: LossFn) -> None:
-        run_schedule(modules, schedule, x, loss)
-
-    return step
-
-
-def _measured_peak(
-    model: nn.Module,
-    step: Step,
-    inputs: torch.Tensor,
-    loss_fn: LossFn,
-    seed: int,
-) -> int:
-    """Activation peak of one step (docs/checkpointing.md): input batch in, gradient buffers out."""
-    _fresh_step(model, seed)
-    with memory_meter(inputs.device) as meter:
-        start_bytes = meter.live_bytes
-        meter.reset_peak()
-        step(inputs, loss_fn)
-        peak_bytes = meter.peak_bytes
-    return peak_bytes - start_bytes + inputs.untyped_storage().nbytes()
-
-
-def _step_time_s(
+def _fastest_step_s(
     model: nn.Module, step: Step, inputs: torch.Tensor, loss_fn: LossFn, seed: int, repeats: int
 ) -> float:
-    times_s: list[float] = []
-    for run in range(repeats + 1):
-        _fresh_step(model, seed)
-        _synchronise(inputs.device)
-        started = time.perf_counter()
-        step(inputs, loss_fn)
-        _synchronise(inputs.device)
-        # The first step is untimed: the allocator's state then belongs to this step.
-        if run > 0:
-            times_s.append(time.perf_counter() - started)
-    return min(times_s)
-
-
-def _fresh_step(model: nn.Module, seed: int) -> None:
-    """Zeroed gradient buffers and the same random numbers, as every measured step starts."""
-    for parameter in model.parameters():
-        assert parameter.grad is not None, "gradient buffers are allocated before any step"
-        parameter.grad.zero_()
-    torch.manual_seed(seed)
-
-
-def _synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _unique_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the tensors' storages, each storage once."""
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
-    return sum(storages.values())
+    # The first step is untimed: the allocator's state then belongs to this step.
+    step_time_s(model, step, inputs, loss_fn, seed)
+    return min(step_time_s(model, step, inputs, loss_fn, seed) for _ in range(repeats))

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from checkpointing.execute import run_schedule
-from checkpointing.meter import memory_meter
 from checkpointing.models import build_model, cross_entropy_loss
 from checkpointing.profile import profile_stages
 from checkpointing.simulate import simulate
 from checkpointing.solvers.baselines import store_all
 from checkpointing.solvers.persistent import min_budget, solve_persistent
 from checkpointing.split import split_model
+from checkpointing.steps import LossFn, activation_peak_bytes, fresh_step, schedule_step
 
 
 @dataclass(frozen=True)
@@ -74,25 +73,24 @@ def train_side_by_side(
     losses_plain: list[float] = []
     losses_optimal: list[float] = []
     measured_peak = 0
+    optimal = schedule_step(modules, solution.schedule)
+
+    def optimal_recording_loss(x: torch.Tensor, loss: LossFn) -> None:
+        losses_optimal.append(round(torch.as_tensor(optimal(x, loss)).item(), 4))
+
     for step, (inputs, targets) in enumerate(batches):
         loss_fn = cross_entropy_loss(targets)
-        plain_optimizer.zero_grad(set_to_none=False)
-        torch.manual_seed(seed + step)
+        fresh_step(plain, seed + step)
         loss = loss_fn(plain(inputs))
         loss.backward()
         plain_optimizer.step()
         losses_plain.append(round(loss.item(), 4))
 
-        optimal_optimizer.zero_grad(set_to_none=False)
-        torch.manual_seed(seed + step)
-        with memory_meter(inputs.device) as meter:
-            start = meter.live_bytes
-            meter.reset_peak()
-            value = run_schedule(modules, solution.schedule, inputs, loss_fn)
-            peak = meter.peak_bytes
-        measured_peak = max(measured_peak, peak - start + inputs.untyped_storage().nbytes())
+        peak = activation_peak_bytes(
+            checkpointed, optimal_recording_loss, inputs, loss_fn, seed + step
+        )
+        measured_peak = max(measured_peak, peak)
         optimal_optimizer.step()
-        losses_optimal.append(round(value.item(), 4))
     difference = max(
         (a - b).abs().max().item()
         for a, b in zip(

@@ -59,6 +59,7 @@ from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_byt
 from checkpointing.schedule import Schedule
 from checkpointing.simulate import simulate
 from checkpointing.split import split_model
+from checkpointing.steps import storage_bytes
 
 EXIT_OK = 0
 EXIT_JOB_ERROR = 2
@@ -240,8 +241,8 @@ def _train(job: TrainJob, models: _Models) -> _Training:
             loss_fn = _loss_fn(teacher, inputs, job.num_classes)
             if step == 0:
                 training.terms = {
-                    "raw_batch_bytes": _nbytes(raw),
-                    "input_batch_bytes": _nbytes(inputs),
+                    "raw_batch_bytes": storage_bytes(raw),
+                    "input_batch_bytes": storage_bytes(inputs),
                 }
                 training.live_tensor_peak_bytes = meter.peak_bytes
                 start_bytes = meter.live_bytes
@@ -249,23 +250,23 @@ def _train(job: TrainJob, models: _Models) -> _Training:
             training.losses.append(_step(models, inputs, loss_fn))
             if step == 0:
                 # docs/checkpointing.md: the input batch counts, though it predates the step.
-                training.live_peak_bytes = meter.peak_bytes - start_bytes + _nbytes(inputs)
+                training.live_peak_bytes = meter.peak_bytes - start_bytes + storage_bytes(inputs)
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
             del raw, inputs, loss_fn
             training.step_times_s.append(time.perf_counter() - started)
         training.live_tensor_peak_bytes = max(training.live_tensor_peak_bytes, meter.peak_bytes)
     training.terms |= {
-        "parameters_bytes": sum(_nbytes(p) for p in params),
-        "gradients_bytes": sum(_nbytes(g) for g in grads),
-        "buffers_bytes": sum(_nbytes(b) for b in student.buffers()),
+        "parameters_bytes": sum(storage_bytes(p) for p in params),
+        "gradients_bytes": sum(storage_bytes(g) for g in grads),
+        "buffers_bytes": sum(storage_bytes(b) for b in student.buffers()),
         "optimizer_state_bytes": sum(
-            _nbytes(value)
+            storage_bytes(value)
             for state in optimizer.state.values()
             for value in state.values()
             if isinstance(value, torch.Tensor)
         ),
-        "teacher_bytes": sum(_nbytes(t) for t in teacher_tensors),
+        "teacher_bytes": sum(storage_bytes(t) for t in teacher_tensors),
     }
     return training
 
@@ -303,10 +304,6 @@ def _loss_fn(teacher: nn.Module | None, inputs: torch.Tensor, num_classes: int) 
         return functional.kl_div(log_probs, soft_targets, reduction="batchmean")
 
     return distillation
-
-
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.untyped_storage().nbytes()
 
 
 if __name__ == "__main__":

@@ -47,21 +47,12 @@ Wrap = Callable[[Callable[..., Any], str, bool], Callable[..., Any]]
 """``wrap(behaviour, method, streams_responses)`` -> the behaviour to run instead."""
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, method: str, wrap: Wrap) -> grpc.RpcMethodHandler:
-    """``handler`` with its one behaviour (of the four call shapes gRPC has) wrapped."""
-    for kind, streams_responses in (
-        ("unary_unary", False),
-        ("unary_stream", True),
-        ("stream_unary", False),
-        ("stream_stream", True),
-    ):
-        behaviour = getattr(handler, kind)
-        if behaviour is not None:
-            return handler._replace(**{kind: wrap(behaviour, method, streams_responses)})
-    return handler
+class BehaviourInterceptor(grpc.ServerInterceptor):
+    """An interceptor that wraps each method's behaviour, whatever its call shape."""
 
+    def __init__(self, wrap: Wrap) -> None:
+        self._wrap = wrap
 
-class ErrorInterceptor(grpc.ServerInterceptor):
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
@@ -70,4 +61,19 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        return wrap_handler(handler, handler_call_details.method, _guarded)
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        for kind, streams_responses in (
+            ("unary_unary", False),
+            ("unary_stream", True),
+            ("stream_unary", False),
+            ("stream_stream", True),
+        ):
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                return handler._replace(**{kind: self._wrap(behaviour, method, streams_responses)})
+        return handler
+
+
+class ErrorInterceptor(BehaviourInterceptor):
+    def __init__(self) -> None:
+        super().__init__(_guarded)

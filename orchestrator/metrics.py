@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from orchestrator.interceptors import wrap_handler
+from orchestrator.interceptors import BehaviourInterceptor
 from orchestrator.storage import Storage
 from orchestrator.storage.records import JobStatus
 
@@ -100,19 +100,8 @@ def _observed(
     return unary
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
+class MetricsInterceptor(BehaviourInterceptor):
     """Counts and times every RPC; placed outside the error interceptor to see final codes."""
 
     def __init__(self, metrics: FleetMetrics) -> None:
-        self._metrics = metrics
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        return wrap_handler(handler, method, functools.partial(_observed, self._metrics))
+        super().__init__(functools.partial(_observed, metrics))

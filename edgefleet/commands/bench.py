@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from edgefleet.commands.options import known_models, memory_budget_bytes
 from edgefleet.commands.output import fail, print_json
 from edgefleet.progress import stderr_progress
 
@@ -43,10 +44,9 @@ def bench_checkpointing(
     fractions = _fractions(budgets)
     # Imported here: torch is only needed by this command, not by the CLI as a whole.
     from checkpointing.benchmark import BenchConfig, run_benchmark
-    from checkpointing.models import build_model
 
+    known_models(model)
     try:
-        build_model(model, 10)
         config = BenchConfig(
             model=model,
             image_size=image_size,
@@ -201,13 +201,9 @@ def bench_memory_model(
 
     import torch
 
-    from checkpointing.models import build_model
     from checkpointing.sampling import check_memory_model, fit_model, summarise
 
-    try:
-        build_model(model, 10)
-    except ValueError as exc:
-        fail(str(exc))
+    known_models(model)
     if threads is not None:
         torch.set_num_threads(threads)
     with stderr_progress() as progress:
@@ -277,18 +273,13 @@ def bench_budget(
 ) -> None:
     """Plan the largest batch for a budget, then prove it under a real memory cap."""
     from checkpointing.planner import PlanRequest
-    from checkpointing.units import format_size, parse_size
+    from checkpointing.units import format_size
     from edgefleet import measurements
     from edgefleet.budget_proof import prove_budget
 
+    budget_bytes = memory_budget_bytes(memory_budget)
+    known_models(model)
     try:
-        budget_bytes = parse_size(memory_budget)
-    except ValueError as exc:
-        fail(f"--memory-budget: {exc}")
-    try:
-        from checkpointing.models import build_model
-
-        build_model(model, 10)
         request = PlanRequest(image_size=image_size, budget_bytes=budget_bytes)
     except ValueError as exc:
         fail(str(exc))

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from edgefleet.commands.options import known_models
 from edgefleet.commands.output import fail, print_json
 from edgefleet.progress import stderr_progress
 
@@ -33,11 +34,10 @@ def demo(
 ) -> None:
     """Run the checkpointing showcase (MobileNetV2 at 224x224, batch 8, by default)."""
     from checkpointing.benchmark import BenchConfig, run_benchmark
-    from checkpointing.models import build_model
     from checkpointing.showcase import train_side_by_side
 
+    known_models(model)
     try:
-        build_model(model, 10)
         config = BenchConfig(
             model=model, image_size=image_size, batch_size=batch_size, budgets=BUDGETS, repeats=2
         )

@@ -61,6 +61,13 @@ def _echo_job(job: Any) -> None:
     typer.echo(f"{job.job_id}  {state:<10} {job.spec.student_model} {job.spec.name}")
 
 
+def _show(job: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(_message_dict(job))
+    else:
+        _echo_job(job)
+
+
 @app.command("submit")
 def submit(
     file: Annotated[Path, typer.Argument(help="Job file (YAML).")],
@@ -80,10 +87,7 @@ def submit(
     with _stub(coordinator) as stub:
         request = jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec))
         response = _call(stub.SubmitJob, request, admin_token, coordinator)
-    if as_json:
-        print_json(_message_dict(response.job))
-    else:
-        _echo_job(response.job)
+    _show(response.job, as_json)
 
 
 @app.command("get")
@@ -99,10 +103,7 @@ def get(
     with _stub(coordinator) as stub:
         request = jobs_pb2.GetJobRequest(job_id=job_id)
         response = _call(stub.GetJob, request, admin_token, coordinator)
-    if as_json:
-        print_json(_message_dict(response.job))
-    else:
-        _echo_job(response.job)
+    _show(response.job, as_json)
 
 
 @app.command("list")
@@ -140,10 +141,7 @@ def cancel(
     with _stub(coordinator) as stub:
         request = jobs_pb2.CancelJobRequest(job_id=job_id)
         response = _call(stub.CancelJob, request, admin_token, coordinator)
-    if as_json:
-        print_json(_message_dict(response.job))
-    else:
-        _echo_job(response.job)
+    _show(response.job, as_json)
 
 
 nodes_app = typer.Typer(help="The boards the coordinator knows.", no_args_is_help=True)

@@ -13,6 +13,7 @@ from checkpointing.chain import Chain, ChainError
 from checkpointing.solvers.persistent import DEFAULT_SLOTS, solve_persistent
 from checkpointing.solvers.revolve import revolve
 from edgefleet import measurements
+from edgefleet.commands.options import known_models, memory_budget_bytes
 from edgefleet.commands.output import EXIT_INFEASIBLE, fail, print_json
 from edgefleet.progress import stderr_progress
 
@@ -118,12 +119,10 @@ def plan_model(
     """Batch size and schedule that fit a memory budget, from the model's memory model."""
     from checkpointing.budget import Optimizer
     from checkpointing.planner import PlanError, PlanRequest
-    from checkpointing.units import format_size, parse_size
+    from checkpointing.units import format_size
 
-    try:
-        budget_bytes = parse_size(memory_budget)
-    except ValueError as exc:
-        fail(f"--memory-budget: {exc}")
+    budget_bytes = memory_budget_bytes(memory_budget)
+    known_models(model, teacher)
     try:
         request = PlanRequest(
             image_size=image_size,
@@ -133,7 +132,6 @@ def plan_model(
             max_overhead=max_overhead,
             margin=margin,
         )
-        _check_model_names(model, teacher)
     except ValueError as exc:
         fail(str(exc))
     with stderr_progress() as report:
@@ -157,11 +155,3 @@ def plan_model(
         typer.echo(f"  {name:<20}{format_size(value):>12}")
     for note in plan.notes:
         typer.echo(f"note: {note}")
-
-
-def _check_model_names(model: str, teacher: str | None) -> None:
-    from checkpointing.models import build_model
-
-    for name in (model, teacher):
-        if name is not None:
-            build_model(name, 10)

@@ -1,6 +1,8 @@
-"""Records to protocol messages and back, shared by the servicers."""
+"""What the servicers share: records to protocol messages and back, and call metadata."""
 
 from __future__ import annotations
+
+import grpc
 
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.storage.records import Hardware
@@ -32,3 +34,14 @@ def hardware_to_proto(hardware: Hardware) -> common_pb2.Hardware:
         torch_version=hardware.torch_version,
         runtime_baseline_bytes=hardware.runtime_baseline_bytes,
     )
+
+
+_BEARER = "bearer "
+
+
+def bearer_token(context: grpc.ServicerContext, missing: ErrorCode, what: str) -> str:
+    """The call's ``authorization: Bearer <token>`` token; else ``FleetError(missing)``."""
+    for key, value in context.invocation_metadata():
+        if key == "authorization" and isinstance(value, str) and value.lower().startswith(_BEARER):
+            return value[len(_BEARER) :]
+    raise FleetError(missing, f"send 'authorization: Bearer <{what}>'")

@@ -6,17 +6,8 @@ import grpc
 
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers import fleet
-from orchestrator.servicers.convert import hardware_from_proto
+from orchestrator.servicers.convert import bearer_token, hardware_from_proto
 from protos.edgefleet.v1 import fleet_pb2, fleet_pb2_grpc
-
-_BEARER = "bearer "
-
-
-def _credential(context: grpc.ServicerContext) -> str:
-    for key, value in context.invocation_metadata():
-        if key == "authorization" and isinstance(value, str) and value.lower().startswith(_BEARER):
-            return value[len(_BEARER) :]
-    raise FleetError(ErrorCode.BAD_NODE_CREDENTIAL, "send 'authorization: Bearer <credential>'")
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
@@ -47,5 +38,9 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     def Heartbeat(
         self, request: fleet_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> fleet_pb2.HeartbeatResponse:
-        next_s = fleet.heartbeat(self._state, request.node_id, _credential(context))
+        next_s = fleet.heartbeat(
+            self._state,
+            request.node_id,
+            bearer_token(context, ErrorCode.BAD_NODE_CREDENTIAL, "credential"),
+        )
         return fleet_pb2.HeartbeatResponse(next_heartbeat_s=next_s)

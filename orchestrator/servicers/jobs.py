@@ -6,15 +6,14 @@ import json
 
 import grpc
 
-from orchestrator.errors import ErrorCode, FleetError
+from orchestrator.errors import ErrorCode
 from orchestrator.handlers import jobs
 from orchestrator.handlers.fleet import FleetState
 from orchestrator.job_spec import LARGEST, JobSpec
-from orchestrator.servicers.convert import hardware_to_proto
+from orchestrator.servicers.convert import bearer_token, hardware_to_proto
 from orchestrator.storage.records import JobRecord, JobStatus
 from protos.edgefleet.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 
-_BEARER = "bearer "
 _OPTIMIZERS = {common_pb2.OPTIMIZER_SGD: "sgd", common_pb2.OPTIMIZER_ADAM: "adam"}
 _RULES = {
     jobs_pb2.AGGREGATION_RULE_FEDAVG: "fedavg",
@@ -28,13 +27,6 @@ _STATES = {
     JobStatus.FAILED: jobs_pb2.JOB_STATE_FAILED,
     JobStatus.CANCELLED: jobs_pb2.JOB_STATE_CANCELLED,
 }
-
-
-def _admin_token(context: grpc.ServicerContext) -> str:
-    for key, value in context.invocation_metadata():
-        if key == "authorization" and isinstance(value, str) and value.lower().startswith(_BEARER):
-            return value[len(_BEARER) :]
-    raise FleetError(ErrorCode.BAD_ADMIN_TOKEN, "send 'authorization: Bearer <admin token>'")
 
 
 def spec_to_fields(spec: jobs_pb2.JobSpec) -> dict[str, object]:
@@ -102,23 +94,33 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
     def __init__(self, state: FleetState) -> None:
         self._state = state
 
+    def _check_admin(self, context: grpc.ServicerContext) -> None:
+        token = bearer_token(context, ErrorCode.BAD_ADMIN_TOKEN, "admin token")
+        jobs.check_admin(self._state, token)
+
     def SubmitJob(
         self, request: jobs_pb2.SubmitJobRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.SubmitJobResponse:
-        jobs.check_admin(self._state, _admin_token(context))
+        jobs.check_admin(
+            self._state, bearer_token(context, ErrorCode.BAD_ADMIN_TOKEN, "admin token")
+        )
         record, _ = jobs.submit(self._state, spec_to_fields(request.spec))
         return jobs_pb2.SubmitJobResponse(job=_job(record))
 
     def GetJob(
         self, request: jobs_pb2.GetJobRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.GetJobResponse:
-        jobs.check_admin(self._state, _admin_token(context))
+        jobs.check_admin(
+            self._state, bearer_token(context, ErrorCode.BAD_ADMIN_TOKEN, "admin token")
+        )
         return jobs_pb2.GetJobResponse(job=_job(jobs.get(self._state, request.job_id)))
 
     def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.ListJobsResponse:
-        jobs.check_admin(self._state, _admin_token(context))
+        jobs.check_admin(
+            self._state, bearer_token(context, ErrorCode.BAD_ADMIN_TOKEN, "admin token")
+        )
         wanted = {state: status for status, state in _STATES.items()}.get(request.state)
         records, token = jobs.page(self._state, wanted, request.page_size, request.page_token)
         return jobs_pb2.ListJobsResponse(
@@ -128,7 +130,9 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
     def ListNodes(
         self, request: jobs_pb2.ListNodesRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.ListNodesResponse:
-        jobs.check_admin(self._state, _admin_token(context))
+        jobs.check_admin(
+            self._state, bearer_token(context, ErrorCode.BAD_ADMIN_TOKEN, "admin token")
+        )
         listed = []
         for node, models, alive in jobs.nodes(self._state, request.hardware_class):
             listed.append(
@@ -155,5 +159,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
     def CancelJob(
         self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.CancelJobResponse:
-        jobs.check_admin(self._state, _admin_token(context))
+        jobs.check_admin(
+            self._state, bearer_token(context, ErrorCode.BAD_ADMIN_TOKEN, "admin token")
+        )
         return jobs_pb2.CancelJobResponse(job=_job(jobs.cancel(self._state, request.job_id)))
