@@ -196,7 +196,7 @@ def run_capped(
     job_text = json.dumps(checked.to_dict())
     with (
         tempfile.TemporaryDirectory(prefix="edgefleet-hardcap-") as tmp,
-        _cap(mechanism, cap_bytes) as cap,
+        memory_cap(cap_bytes, mechanism) as cap,
     ):
         work = Path(tmp)
         job_path, result_path, log_path = work / "job.json", work / "result.json", work / "log"
@@ -328,7 +328,7 @@ def _tail(path: Path) -> str:
     return text[-_STDERR_TAIL_CHARS:]
 
 
-class _Cap(Protocol):
+class MemoryCap(Protocol):
     mechanism: str
 
     def wrapped(self, command: Sequence[str]) -> list[str]:
@@ -341,7 +341,13 @@ class _Cap(Protocol):
 
 
 @contextlib.contextmanager
-def _cap(mechanism: str, cap_bytes: int) -> Iterator[_Cap]:
+def memory_cap(cap_bytes: int, mechanism: str = "auto") -> Iterator[MemoryCap]:
+    """A memory cap for processes started with ``cap.wrapped(command)``, removed on exit.
+
+    Long-running capped processes (the demo's boards) use it directly; ``run_capped`` runs one
+    training child under it.
+    """
+    _check_cap(cap_bytes)
     if mechanism not in MECHANISMS:
         raise HardCapError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
     chosen = available_mechanism() if mechanism == "auto" else mechanism

@@ -1,4 +1,5 @@
-"""Models by name: torchvision's classification models (no weights fetched) and a small test net."""
+"""Models by name: torchvision's classification models (no weights fetched), a small test net, and
+the fleet demo's student and teacher."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torchvision
 from torch import nn
 
 SMALL_CNN = "small_cnn"
+FLEET_STUDENT = "fleet_student"
+FLEET_TEACHER = "fleet_teacher"
 
 
 class UnknownModelError(ValueError):
@@ -39,9 +42,63 @@ def small_cnn(num_classes: int = 10, width: int = 16) -> nn.Sequential:
     )
 
 
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def fleet_student(num_classes: int = 6, width: int = 16) -> nn.Sequential:
+    """The fleet demo's student: cheap to train on a board's CPU, yet its activations at full
+    resolution (``width`` channels of 64×64 at the demo's size, about 1 MB per sample stored
+    for the backward pass) are what checkpointing has to fit. The last feature map is pooled to
+    4×4, not 1×1: the object is near the centre, and where each part of it lies (a head above
+    shoulders, a crown above a trunk) is the cue that makes a small net learn a viewpoint in a
+    few hundred steps rather than a few thousand."""
+    return nn.Sequential(
+        *_conv_bn_relu(3, width),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(width, 2 * width),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(2 * width, 4 * width),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(4 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(4 * width * 16, num_classes),
+    )
+
+
+def fleet_teacher(num_classes: int = 6, width: int = 32) -> nn.Sequential:
+    """The fleet demo's teacher: about four times the student's parameters and accurate from
+    every viewpoint; it only labels frames on a board, so its stride-2 stem keeps its
+    inference (and its own training) about as cheap as the student's training."""
+    return nn.Sequential(
+        *_conv_bn_relu(3, width, stride=2),
+        *_conv_bn_relu(width, width),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(width, 2 * width),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(2 * width, 4 * width),
+        *_conv_bn_relu(4 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(4 * width * 16, num_classes),
+    )
+
+
+_OURS: dict[str, Callable[[int], nn.Module]] = {
+    SMALL_CNN: small_cnn,
+    FLEET_STUDENT: fleet_student,
+    FLEET_TEACHER: fleet_teacher,
+}
+
+
 def classification_models() -> list[str]:
     """Every name ``build_model`` accepts."""
-    return sorted([SMALL_CNN, *torchvision.models.list_models(module=torchvision.models)])
+    return sorted([*_OURS, *torchvision.models.list_models(module=torchvision.models)])
 
 
 def check_model_name(name: str) -> None:
@@ -56,8 +113,8 @@ def build_model(name: str, num_classes: int = 1000) -> nn.Module:
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     check_model_name(name)
-    if name == SMALL_CNN:
-        return small_cnn(num_classes)
+    if name in _OURS:
+        return _OURS[name](num_classes)
     model: nn.Module = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     return model
 

@@ -36,10 +36,9 @@ with ``"error": "JobError"``.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,6 @@ from torch import nn
 from torch.nn import functional
 
 from checkpointing.chain import Chain
-from checkpointing.execute import run_schedule
 from checkpointing.hardcap import JobError, TrainJob
 from checkpointing.meter import memory_meter
 from checkpointing.models import build_model
@@ -60,21 +58,20 @@ from checkpointing.schedule import Schedule
 from checkpointing.simulate import simulate
 from checkpointing.split import split_model
 from checkpointing.steps import storage_bytes
+from checkpointing.training import (
+    LossFn,
+    distillation_loss,
+    forward_backward,
+    is_out_of_memory,
+    optimizer_for,
+)
 
 EXIT_OK = 0
 EXIT_JOB_ERROR = 2
 EXIT_MEMORY_ERROR = 3
 
 _SGD_LR = 0.01
-_SGD_MOMENTUM = 0.9
 _ADAM_LR = 1e-3
-
-# torch's CPU allocator reports failure as a plain RuntimeError (not torch.OutOfMemoryError),
-# so its message is the only way to tell it from a bug.
-_CPU_ALLOCATOR_FAILURES = ("can't allocate memory", "Cannot allocate memory")
-_THREAD_START_FAILURE = "Resource temporarily unavailable"
-
-LossFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write(result_path, _failure("JobError", error))
         return EXIT_JOB_ERROR
     except Exception as error:
-        if not _is_out_of_memory(error):
+        if not is_out_of_memory(error):
             raise
         failure = _failure("MemoryError", error)
         # The traceback's frames hold the failed step's tensors; free them before writing.
@@ -99,24 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_MEMORY_ERROR
     _write(result_path, result)
     return EXIT_OK
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, MemoryError | torch.OutOfMemoryError):
-        return True
-    if not isinstance(error, RuntimeError):
-        return False
-    message = str(error)
-    if any(text in message for text in _CPU_ALLOCATOR_FAILURES):
-        return True
-    # A thread (autograd's, OpenMP's) whose stack cannot be mapped fails with EAGAIN; under an
-    # address-space limit that is the limit's doing, elsewhere it may be a process-count limit.
-    return _THREAD_START_FAILURE in message and _address_space_limited()
-
-
-def _address_space_limited() -> bool:
-    soft_limit, _ = resource.getrlimit(resource.RLIMIT_AS)
-    return soft_limit != resource.RLIM_INFINITY
 
 
 def _failure(kind: str, error: BaseException) -> dict[str, Any]:
@@ -228,7 +207,9 @@ def _train(job: TrainJob, models: _Models) -> _Training:
     for parameter in params:
         parameter.grad = torch.zeros_like(parameter)
     grads = [p.grad for p in params if p.grad is not None]
-    optimizer = _optimizer(job.optimizer, params)
+    optimizer = optimizer_for(
+        job.optimizer, params, _ADAM_LR if job.optimizer == "adam" else _SGD_LR
+    )
     teacher_tensors = [] if teacher is None else [*teacher.parameters(), *teacher.buffers()]
     training = _Training()
     with memory_meter(torch.device("cpu")) as meter:
@@ -247,7 +228,9 @@ def _train(job: TrainJob, models: _Models) -> _Training:
                 training.live_tensor_peak_bytes = meter.peak_bytes
                 start_bytes = meter.live_bytes
                 meter.reset_peak()
-            training.losses.append(_step(models, inputs, loss_fn))
+            training.losses.append(
+                forward_backward(student, models.stages, models.schedule, inputs, loss_fn)
+            )
             if step == 0:
                 # docs/checkpointing.md: the input batch counts, though it predates the step.
                 training.live_peak_bytes = meter.peak_bytes - start_bytes + storage_bytes(inputs)
@@ -271,22 +254,6 @@ def _train(job: TrainJob, models: _Models) -> _Training:
     return training
 
 
-def _step(models: _Models, inputs: torch.Tensor, loss_fn: LossFn) -> float:
-    """Forward, loss and backward: the span the activation peak covers."""
-    if models.schedule is None:
-        loss = loss_fn(models.student(inputs))
-        loss.backward()
-        return float(loss.detach())
-    return float(run_schedule(models.stages, models.schedule, inputs, loss_fn))
-
-
-def _optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=_ADAM_LR)
-    assert name == "sgd", "TrainJob validates the optimizer"
-    return torch.optim.SGD(params, lr=_SGD_LR, momentum=_SGD_MOMENTUM)
-
-
 def _loss_fn(teacher: nn.Module | None, inputs: torch.Tensor, num_classes: int) -> LossFn:
     """Cross-entropy on random labels, or the KL divergence from the teacher's soft targets."""
     if teacher is None:
@@ -296,14 +263,7 @@ def _loss_fn(teacher: nn.Module | None, inputs: torch.Tensor, num_classes: int) 
             return functional.cross_entropy(logits, targets)
 
         return cross_entropy
-    with torch.no_grad():
-        soft_targets = functional.softmax(teacher(inputs), dim=1)
-
-    def distillation(logits: torch.Tensor) -> torch.Tensor:
-        log_probs = functional.log_softmax(logits, dim=1)
-        return functional.kl_div(log_probs, soft_targets, reduction="batchmean")
-
-    return distillation
+    return distillation_loss(teacher, inputs, temperature=1.0)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from edgefleet.commands import bench, coordinator, demo, jobs, plan
+from edgefleet.commands import agent, bench, coordinator, demo, jobs, plan, showcase
 
 app = typer.Typer(
     name="edgefleet",
@@ -18,10 +18,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(plan.app, name="plan")
+bench.app.command("showcase")(showcase.showcase)
 app.add_typer(bench.app, name="bench")
 app.add_typer(coordinator.app, name="coordinator")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.nodes_app, name="nodes")
+app.add_typer(agent.app, name="agent")
 app.command("demo")(demo.demo)
 
 

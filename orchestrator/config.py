@@ -63,6 +63,18 @@ class CoordinatorConfig:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     heartbeat_timeout_s: float = 60.0
     """A node silent for this long counts as lost."""
+    idle_pull_interval_s: float = 5.0
+    """How long a node with nothing to do waits before pulling again."""
+    profile_timeout_s: float = 600.0
+    """A profile task not answered in this long is given to another node of the class."""
+    ram_fraction: float = 0.85
+    """A board that states no memory budget may use this fraction of its RAM."""
+    default_overhead_fraction: float = 0.5
+    """Allocator overhead per live tensor byte assumed when a board measured none."""
+    tick_s: float = 0.5
+    """How often the conductor looks at deadlines and starts rounds (it also wakes on events)."""
+    fsync: bool = True
+    """Flush stored weights and updates to disk before acknowledging them (off only in tests)."""
 
     def __post_init__(self) -> None:
         for name in ("enrollment_token", "admin_token"):
@@ -84,6 +96,15 @@ class CoordinatorConfig:
         if not 1024 <= self.chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(
                 f"chunk_bytes must be from 1024 to {MAX_CHUNK_BYTES}, got {self.chunk_bytes}"
+            )
+        for name in ("idle_pull_interval_s", "profile_timeout_s", "tick_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.ram_fraction <= 1:
+            raise ValueError(f"ram_fraction must be in (0, 1], got {self.ram_fraction}")
+        if not 0 <= self.default_overhead_fraction < 1:
+            raise ValueError(
+                f"default_overhead_fraction must be in [0, 1), got {self.default_overhead_fraction}"
             )
         if not self.heartbeat_timeout_s > 0:
             raise ValueError(

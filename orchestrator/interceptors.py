@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from orchestrator.errors import ErrorCode, FleetError
+from orchestrator.errors import ERROR_DETAIL_KEY, ErrorCode, FleetError
 
 _LOG = logging.getLogger(__name__)
 
@@ -20,6 +20,8 @@ _LOG = logging.getLogger(__name__)
 def _guarded(behaviour: Callable[..., Any], method: str, streaming: bool) -> Callable[..., Any]:
     def fail(error: Exception, context: grpc.ServicerContext) -> None:
         if isinstance(error, FleetError):
+            detail = error.to_detail().SerializeToString()
+            context.set_trailing_metadata(((ERROR_DETAIL_KEY, detail),))
             context.abort(error.status, error.public_message)
         _LOG.exception("unhandled error in %s", method)
         context.abort(ErrorCode.INTERNAL.status, ErrorCode.INTERNAL.public_message)

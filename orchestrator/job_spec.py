@@ -17,6 +17,11 @@ Example::
     aggregation: fedavg        # fedavg | median | trimmed_mean
     trim_fraction: 0.1         # trimmed_mean only
     temperature: 2.0           # distillation softmax temperature
+    num_classes: 1000          # width of the models' last layer
+    initial_weights: student.safetensors   # starting weights, relative to this file
+
+``initial_weights`` is a file for ``edgefleet jobs submit`` to upload (``load_job_file``); the job
+the coordinator records names the uploaded file by its SHA-256 (``initial_weights_sha256_hex``).
 
 An invalid file gets a ``JobSpecError`` naming the field.
 """
@@ -36,6 +41,8 @@ from orchestrator.aggregation import AggregationRule
 LARGEST = "largest"
 OPTIMIZERS = ("sgd", "adam")
 _MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+INITIAL_WEIGHTS = "initial_weights"
 
 
 class JobSpecError(ValueError):
@@ -61,6 +68,10 @@ class JobSpec:
     aggregation: AggregationRule = AggregationRule.FEDAVG
     trim_fraction: float = 0.1
     temperature: float = 2.0
+    initial_weights_sha256_hex: str = ""
+    """The student's starting weights in the coordinator's model store; required to run."""
+    num_classes: int = 1000
+    """Width of the student's and teacher's last layer."""
 
     def __post_init__(self) -> None:
         for name in ("student", "teacher"):
@@ -73,6 +84,7 @@ class JobSpec:
         _positive_int("rounds", self.rounds)
         _positive_int("local_steps", self.local_steps)
         _positive_int("min_nodes", self.min_nodes)
+        _positive_int("num_classes", self.num_classes)
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
         _positive_number("learning_rate", self.learning_rate)
@@ -86,6 +98,14 @@ class JobSpec:
         if self.optimizer not in OPTIMIZERS:
             raise JobSpecError(
                 f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if not isinstance(self.initial_weights_sha256_hex, str) or (
+            self.initial_weights_sha256_hex
+            and not _DIGEST.fullmatch(self.initial_weights_sha256_hex)
+        ):
+            raise JobSpecError(
+                "initial_weights_sha256_hex: must be 64 lowercase hex digits, got "
+                f"{self.initial_weights_sha256_hex!r}"
             )
         if not isinstance(self.trim_fraction, int | float) or not 0 <= self.trim_fraction < 0.5:
             raise JobSpecError(f"trim_fraction: must be in [0, 0.5), got {self.trim_fraction!r}")
@@ -135,6 +155,27 @@ class JobSpec:
         except OSError as exc:
             raise JobSpecError(f"cannot read {path}: {exc.strerror}") from exc
         return cls.from_yaml(text)
+
+
+def load_job_file(path: Path) -> tuple[JobSpec, Path | None]:
+    """The job in ``path`` and the initial weights file it names (relative to ``path``), if any."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise JobSpecError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobSpecError(f"not valid YAML: {exc}") from exc
+    weights: Path | None = None
+    if isinstance(data, dict) and INITIAL_WEIGHTS in data:
+        named = data.pop(INITIAL_WEIGHTS)
+        if not isinstance(named, str) or not named:
+            raise JobSpecError(f"{INITIAL_WEIGHTS}: must be a file name, got {named!r}")
+        weights = path.parent / named
+        if not weights.is_file():
+            raise JobSpecError(f"{INITIAL_WEIGHTS}: no such file {weights}")
+    return JobSpec.from_dict(data), weights
 
 
 def _positive_int(name: str, value: object) -> None:

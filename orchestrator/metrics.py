@@ -1,8 +1,8 @@
 """Prometheus metrics of the coordinator, on a registry of its own.
 
-RPC counts and latencies come from an interceptor; the fleet's state (nodes by hardware class
-and liveness, jobs by state) is read from the registry at scrape time, so it is right after a
-restart too.
+RPC counts and latencies come from an interceptor; rounds, updates, bytes and failures are counted
+where they happen; the fleet's state (nodes by hardware class and liveness, jobs by state, each
+node's plan) is read from the registry at scrape time, so it is right after a restart too.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from orchestrator.interceptors import BehaviourInterceptor
+from orchestrator.planning import plan_fields
 from orchestrator.storage import Storage
 from orchestrator.storage.records import JobStatus
 
+_ROUND_BUCKETS_S = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -46,10 +48,42 @@ class _FleetCollector(Collector):
             nodes.add_metric([hardware_class, live], count)
         yield nodes
         jobs = GaugeMetricFamily("edgefleet_jobs", "Jobs by state.", labels=["state"])
-        states = Tally(job.status for job in self._storage.list_jobs())
+        records = self._storage.list_jobs()
+        states = Tally(job.status for job in records)
         for state in JobStatus:
             jobs.add_metric([state.value], states.get(state, 0))
         yield jobs
+        yield from self._plans({job.id for job in records if not job.status.is_terminal})
+
+    def _plans(self, active_jobs: set[str]) -> Iterator[GaugeMetricFamily]:
+        labels = ["job_id", "node_id", "hardware_class"]
+        batch = GaugeMetricFamily(
+            "edgefleet_planned_batch_size",
+            "Batch size planned for each node of each active job (0: nothing fits).",
+            labels=labels,
+        )
+        predicted = GaugeMetricFamily(
+            "edgefleet_predicted_peak_bytes",
+            "Predicted peak resident memory of each node's training process, per active job.",
+            labels=labels,
+        )
+        budget = GaugeMetricFamily(
+            "edgefleet_memory_budget_bytes",
+            "The memory budget each node's plan was made for, per active job.",
+            labels=labels,
+        )
+        classes = {node.id: node.hardware_class for node in self._storage.list_nodes()}
+        for plan in self._storage.list_node_plans():
+            if plan.job_id not in active_jobs:
+                continue
+            key = [plan.job_id, plan.node_id, classes.get(plan.node_id, "")]
+            fields = plan_fields(plan.plan_json) if plan.plan_json else {}
+            batch.add_metric(key, float(str(fields.get("batch_size", 0))))
+            predicted.add_metric(key, float(str(fields.get("predicted_peak_bytes", 0))))
+            budget.add_metric(key, plan.budget_bytes)
+        yield batch
+        yield predicted
+        yield budget
 
 
 class FleetMetrics:
@@ -66,6 +100,54 @@ class FleetMetrics:
             "RPC handling time, by method.",
             ["method"],
             buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.rounds = Counter(
+            "edgefleet_rounds_completed",
+            "Rounds closed, by outcome (quorum, all_reported, deadline, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.round_duration = Histogram(
+            "edgefleet_round_duration_seconds",
+            "From a round's start to its new global model.",
+            buckets=_ROUND_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.updates = Counter(
+            "edgefleet_updates",
+            "Updates received, by result (accepted, rejected) and rejection reason.",
+            ["result", "reason"],
+            registry=self.registry,
+        )
+        self.bytes_received = Counter(
+            "edgefleet_received_bytes",
+            "Bytes received in chunk streams, by what they carried (update, weights).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.bytes_sent = Counter(
+            "edgefleet_sent_bytes",
+            "Bytes sent in chunk streams, by what they carried (weights, model).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.aggregation = Histogram(
+            "edgefleet_aggregation_seconds",
+            "Time to aggregate one round's updates into the next global model.",
+            buckets=_ROUND_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "edgefleet_node_failures",
+            "Task failures reported by nodes, by hardware class and kind (out_of_memory, ...).",
+            ["hardware_class", "kind"],
+            registry=self.registry,
+        )
+        self.measured_peak = Gauge(
+            "edgefleet_measured_peak_bytes",
+            "Peak resident memory each node measured in its last accepted update.",
+            ["job_id", "node_id", "hardware_class"],
             registry=self.registry,
         )
         self.registry.register(_FleetCollector(storage, heartbeat_timeout_s))

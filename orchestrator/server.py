@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -18,12 +18,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from orchestrator.conductor import Conductor
 from orchestrator.config import CoordinatorConfig
-from orchestrator.handlers.fleet import FleetState
 from orchestrator.interceptors import ErrorInterceptor
-from orchestrator.metrics import FleetMetrics, MetricsInterceptor
+from orchestrator.metrics import MetricsInterceptor
 from orchestrator.servicers.fleet import FleetServicer
 from orchestrator.servicers.jobs import JobsServicer
+from orchestrator.state import FleetState
 from orchestrator.storage import SqlStorage
 from protos.edgefleet.v1 import fleet_pb2, fleet_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
@@ -57,26 +58,20 @@ def _credentials(config: CoordinatorConfig) -> grpc.ServerCredentials:
 @contextmanager
 def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[RunningServer]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    storage = SqlStorage(config.database_url)
-    interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]
-    metrics = None
-    if config.metrics_port is not None:
-        metrics = FleetMetrics(storage, config.heartbeat_timeout_s)
-        # First in the list runs outermost: it sees the status the error interceptor set.
-        interceptors.insert(0, MetricsInterceptor(metrics))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=_WORKERS), interceptors=interceptors
-    )
-    endpoint = None
-    try:
-        # The task, profile and transfer methods answer UNIMPLEMENTED (the generated base
-        # class's answer) until rounds land; the stubs mark them abstract for that reason.
+    with ExitStack() as stack:
+        storage = SqlStorage(config.database_url)
+        stack.callback(storage.close)
         state = FleetState(storage, config)
-        servicer = FleetServicer(state)  # type: ignore[abstract]
-        fleet_pb2_grpc.add_FleetServiceServicer_to_server(servicer, server)
-        # WatchJob and ListNodes answer UNIMPLEMENTED until rounds land, likewise.
-        jobs_servicer = JobsServicer(state)  # type: ignore[abstract]
-        jobs_pb2_grpc.add_JobsServiceServicer_to_server(jobs_servicer, server)
+        # First in the list runs outermost: the metrics see the status the error interceptor set.
+        interceptors: list[grpc.ServerInterceptor] = [
+            MetricsInterceptor(state.metrics),
+            ErrorInterceptor(),
+        ]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=_WORKERS), interceptors=interceptors
+        )
+        fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(state), server)
+        jobs_pb2_grpc.add_JobsServiceServicer_to_server(JobsServicer(state), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         fleet_name = fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name
@@ -89,23 +84,23 @@ def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[Running
             port = server.add_secure_port(address, _credentials(config))
         else:
             port = server.add_insecure_port(address)
+        # The conductor stops after the server (callbacks run last in, first out), so no handler
+        # is left waiting for it.
+        stack.enter_context(Conductor(state).running())
         server.start()
+        stack.callback(lambda: server.stop(grace_s).wait())
         for service in ("", fleet_name, jobs_name):
             health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         metrics_port = None
-        if metrics is not None and config.metrics_port is not None:
+        if config.metrics_port is not None:
             endpoint, _ = start_http_server(
-                config.metrics_port, addr=config.listen.host, registry=metrics.registry
+                config.metrics_port, addr=config.listen.host, registry=state.metrics.registry
             )
+            stack.callback(endpoint.server_close)
+            stack.callback(endpoint.shutdown)
             metrics_port = endpoint.server_port
             _LOG.info("metrics on http://%s:%d/metrics", config.listen.host, metrics_port)
         _LOG.info("coordinator listening on %s:%d", config.listen.host, port)
         yield RunningServer(
             port=port, server=server, health=health_servicer, metrics_port=metrics_port
         )
-    finally:
-        server.stop(grace_s).wait()
-        if endpoint is not None:
-            endpoint.shutdown()
-            endpoint.server_close()
-        storage.close()

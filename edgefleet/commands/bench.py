@@ -301,3 +301,115 @@ def bench_budget(
     same = payload["store_all_same_batch"]
     typer.echo(f"store-all at batch {plan['batch_size']}: survived={same['survived']}")
     typer.echo(f"store-all's largest batch: {payload['store_all_max_batch']}")
+
+
+@app.command("aggregation")
+def bench_aggregation(
+    nodes: Annotated[
+        int, typer.Option("--nodes", help="Simulated boards, one client process each.")
+    ] = 100,
+    model: Annotated[str, typer.Option("--model", help="The student (torchvision name).")] = (
+        "mobilenet_v2"
+    ),
+    image_size: Annotated[
+        int, typer.Option("--image-size", help="The job's square image side, pixels.")
+    ] = 224,
+    num_classes: Annotated[int, typer.Option("--num-classes", help="Classifier outputs.")] = 1000,
+    memory_budget: Annotated[
+        str, typer.Option("--memory-budget", help="What every simulated board states.")
+    ] = "8GiB",
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", help="Limit of the timed part, seconds.")
+    ] = 600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time N boards' full-size updates into a real coordinator, until the round is aggregated."""
+    from checkpointing.units import format_size
+    from edgefleet.fleet_bench import AggregationBenchConfig, BenchError, run_aggregation_bench
+
+    if nodes < 1:
+        fail(f"--nodes must be at least 1, got {nodes}")
+    budget_bytes = memory_budget_bytes(memory_budget)
+    known_models(model)
+    try:
+        config = AggregationBenchConfig(
+            nodes=nodes,
+            model=model,
+            image_size=image_size,
+            num_classes=num_classes,
+            memory_budget_bytes=budget_bytes,
+            timeout_s=timeout_s,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        with stderr_progress() as progress:
+            result = run_aggregation_bench(config, progress)
+    except BenchError as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    typer.echo(
+        f"{result.nodes} updates of {result.model} at {result.image_size}px "
+        f"({format_size(result.update_bytes)} each): received and aggregated in "
+        f"{result.aggregate_s:.2f} s"
+    )
+    typer.echo(
+        f"  last update accepted after {result.upload_s:.2f} s (first {result.first_verdict_s:.2f}"
+        f" s); the coordinator's aggregation took {result.aggregation_s:.2f} s"
+    )
+    typer.echo(
+        f"  coordinator: peak RSS {format_size(result.coordinator_peak_rss_bytes)}, "
+        f"{result.coordinator_cpu_s:.1f} CPU-s in the timed part (boards "
+        f"{result.boards_cpu_s:.1f}, anything else {result.other_cpu_s:.1f})"
+    )
+
+
+@app.command("fleet-api")
+def bench_fleet_api(
+    nodes: Annotated[int, typer.Option("--nodes", help="Simulated idle boards.")] = 1000,
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="Length of the measured window.")
+    ] = 30.0,
+    processes: Annotated[
+        int | None,
+        typer.Option("--processes", help="Load processes (default: one per 500 boards)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Latency of Heartbeat and PullTask while N idle boards call at the coordinator's cadence."""
+    from edgefleet.fleet_bench import BenchError, FleetApiBenchConfig, run_fleet_api_bench
+
+    if nodes < 1:
+        fail(f"--nodes must be at least 1, got {nodes}")
+    if not seconds > 0:
+        fail(f"--seconds must be positive, got {seconds}")
+    if processes is not None and not 1 <= processes <= nodes:
+        fail(f"--processes must be from 1 to --nodes ({nodes}), got {processes}")
+    try:
+        config = FleetApiBenchConfig(nodes=nodes, seconds=seconds, processes=processes)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        with stderr_progress() as progress:
+            result = run_fleet_api_bench(config, progress)
+    except BenchError as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    typer.echo(
+        f"{result.nodes} boards for {result.seconds:g} s: {result.requests} calls "
+        f"({result.requests_per_s:.0f}/s), p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
+        f"max {result.max_ms:.1f} ms, {result.errors} errors"
+    )
+    for method, summary in result.by_method.items():
+        typer.echo(
+            f"  {method:<10} {summary.requests:>7} calls, p50 {summary.p50_ms:.1f} ms, "
+            f"p99 {summary.p99_ms:.1f} ms"
+        )
+    typer.echo(
+        f"  coordinator {result.coordinator_cpu_s:.1f} CPU-s, load processes "
+        f"{result.load_generator_cpu_s:.1f}, anything else {result.other_cpu_s:.1f} in the window"
+    )

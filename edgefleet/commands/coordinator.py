@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
 from edgefleet.commands.output import fail
+from edgefleet.commands.service import start_service
 
 app = typer.Typer(help="Run the fleet coordinator.", no_args_is_help=True)
 
@@ -62,16 +59,7 @@ def serve(
         )
     except ValueError as exc:
         fail(str(exc))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = start_service()
     try:
         with running(config) as server:
             typer.echo(f"coordinator listening on {config.listen.host}:{server.port}", err=True)

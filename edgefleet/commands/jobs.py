@@ -34,17 +34,35 @@ def _stub(coordinator: str) -> Iterator[Any]:
         yield jobs_pb2_grpc.JobsServiceStub(channel)
 
 
-def _call(method: Callable[..., T], request: object, admin_token: str, coordinator: str) -> T:
+@contextmanager
+def _client(coordinator: str, admin_token: str) -> Iterator[Any]:
     import grpc
 
-    metadata = [("authorization", f"Bearer {admin_token}")]
+    from edgefleet.jobs_client import JobsClient
+
+    with grpc.insecure_channel(coordinator) as channel:
+        yield JobsClient(channel, admin_token, _TIMEOUT_S)
+
+
+@contextmanager
+def _rpc_errors(coordinator: str) -> Iterator[None]:
+    """A failed call (or stream) as a clear message and exit status, never a traceback."""
+    import grpc
+
     try:
-        return method(request, metadata=metadata, timeout=_TIMEOUT_S)
+        yield
     except grpc.RpcError as error:
         code = error.code()
         if code is grpc.StatusCode.UNAVAILABLE:
             fail(f"cannot reach the coordinator at {coordinator}: {error.details()}")
         fail(f"{code.name.lower()}: {error.details()}")
+
+
+def _call(method: Callable[..., T], request: object, admin_token: str, coordinator: str) -> T:
+    metadata = [("authorization", f"Bearer {admin_token}")]
+    with _rpc_errors(coordinator):
+        return method(request, metadata=metadata, timeout=_TIMEOUT_S)
+    raise AssertionError("unreachable: _rpc_errors exits on error")
 
 
 def _message_dict(message: Any) -> dict[str, object]:
@@ -75,19 +93,31 @@ def submit(
     admin_token: AdminToken,
     as_json: AsJson = False,
 ) -> None:
-    """Submit the job in FILE."""
-    from orchestrator.job_spec import JobSpec, JobSpecError
+    """Submit the job in FILE, uploading the initial weights file it names first."""
+    import dataclasses
+
+    from orchestrator.job_spec import JobSpecError, load_job_file
     from orchestrator.servicers.jobs import spec_to_proto
-    from protos.edgefleet.v1 import jobs_pb2
 
     try:
-        spec = JobSpec.from_file(file)
+        spec, weights = load_job_file(file)
     except JobSpecError as exc:
         fail(f"{file}: {exc}")
-    with _stub(coordinator) as stub:
-        request = jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec))
-        response = _call(stub.SubmitJob, request, admin_token, coordinator)
-    _show(response.job, as_json)
+    with _client(coordinator, admin_token) as client, _rpc_errors(coordinator):
+        if weights is not None:
+            spec = dataclasses.replace(
+                spec, initial_weights_sha256_hex=client.upload_weights(_read(weights))
+            )
+        job = client.submit(spec_to_proto(spec))
+    _show(job, as_json)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    raise AssertionError("unreachable: fail exits")
 
 
 @app.command("get")
@@ -144,6 +174,57 @@ def cancel(
     _show(response.job, as_json)
 
 
+@app.command("watch")
+def watch(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    coordinator: Coordinator,
+    admin_token: AdminToken,
+    as_json: AsJson = False,
+) -> None:
+    """Follow a job's events until it ends; exit 0 if it succeeded, 1 otherwise.
+
+    A lost connection is retried from the last event seen, so nothing is missed or repeated.
+    """
+    from edgefleet.job_events import describe
+    from protos.edgefleet.v1 import jobs_pb2
+
+    final = jobs_pb2.JOB_STATE_UNSPECIFIED
+    with _client(coordinator, admin_token) as client, _rpc_errors(coordinator):
+        for event in client.follow(job_id):
+            if event.HasField("state_changed"):
+                final = event.state_changed.state
+            if as_json:
+                print_json(_message_dict(event))
+            else:
+                typer.echo(f"{event.sequence:>5}  {describe(event)}")
+    if final != jobs_pb2.JOB_STATE_SUCCEEDED:
+        raise typer.Exit(1)
+
+
+@app.command("download")
+def download(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the safetensors file.")],
+    coordinator: Coordinator,
+    admin_token: AdminToken,
+    version: Annotated[
+        int | None, typer.Option("--version", help="Model version (default: the latest).")
+    ] = None,
+) -> None:
+    """Download a job's model (its final model once it succeeded), checked against its digest."""
+    from edgefleet.transfer import TransferError
+
+    with _client(coordinator, admin_token) as client, _rpc_errors(coordinator):
+        try:
+            data = client.download_model(job_id, version)
+        except TransferError as exc:
+            fail(f"the download did not check out: {exc}")
+    partial = out.with_name(out.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(out)
+    typer.echo(f"wrote {out} ({len(data)} bytes)")
+
+
 nodes_app = typer.Typer(help="The boards the coordinator knows.", no_args_is_help=True)
 
 
@@ -165,4 +246,11 @@ def list_nodes(
         return
     for node in response.nodes:
         state = "alive" if node.alive else "lost"
-        typer.echo(f"{node.node_id}  {state:<6} {node.hardware_class}  {node.node_name}")
+        plans = ", ".join(
+            f"batch {p.plan.batch_size} {p.plan.strategy}" if p.fits else "does not fit"
+            for p in node.plans
+        )
+        typer.echo(
+            f"{node.node_id}  {state:<6} {node.hardware_class}  {node.node_name}"
+            + (f"  [{plans}]" if plans else "")
+        )

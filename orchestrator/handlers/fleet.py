@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 
-from orchestrator.config import CoordinatorConfig
 from orchestrator.errors import ErrorCode, FleetError
-from orchestrator.hardware_class import hardware_class
-from orchestrator.storage import Storage
+from orchestrator.hardware_class import hardware_class as derive_hardware_class
+from orchestrator.state import FleetState
 from orchestrator.storage.credentials import hash_credential, new_credential, verify_credential
-from orchestrator.storage.records import Hardware, NewNode, NodeRecord, NodeStatus
+from orchestrator.storage.records import (
+    AssignmentStatus,
+    Hardware,
+    JobStatus,
+    NewNode,
+    NodeRecord,
+    NodeStatus,
+)
 
-
-@dataclass(frozen=True)
-class FleetState:
-    """What the handlers work on: the registry and the configuration."""
-
-    storage: Storage
-    config: CoordinatorConfig
+_CLASS_NAME = re.compile(r"[A-Za-z0-9._/-]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -29,19 +30,36 @@ class Registration:
 
 
 def register(
-    state: FleetState, enrollment_token: str, node_name: str, hardware: Hardware
+    state: FleetState,
+    enrollment_token: str,
+    node_name: str,
+    hardware: Hardware,
+    *,
+    agent_version: str = "",
+    hardware_class: str = "",
 ) -> Registration:
-    """Enroll a board: a new node id and the credential it presents from now on."""
+    """Enroll a board: a new node id and the credential it presents from now on.
+
+    ``hardware_class`` is the operator's name for the board's kind; empty derives one from the
+    hardware.
+    """
     if not hmac.compare_digest(enrollment_token, state.config.enrollment_token):
         raise FleetError(ErrorCode.BAD_ENROLLMENT_TOKEN)
+    if hardware_class and not _CLASS_NAME.fullmatch(hardware_class):
+        raise FleetError(
+            ErrorCode.INVALID_REQUEST,
+            "letters, digits and ._/- only, at most 100 characters",
+            "hardware_class",
+        )
     credential = new_credential()
-    board_class = hardware_class(hardware)
+    board_class = hardware_class or derive_hardware_class(hardware)
     node = state.storage.create_node(
         NewNode(
-            name=node_name,
+            name=node_name[:200],
             hardware_class=board_class,
             credential_hash=hash_credential(credential),
             hardware=hardware,
+            agent_version=agent_version[:100],
         )
     )
     return Registration(node_id=node.id, credential=credential, hardware_class=board_class)
@@ -60,8 +78,30 @@ def authenticate(state: FleetState, node_id: str, credential: str) -> NodeRecord
     return node
 
 
-def heartbeat(state: FleetState, node_id: str, credential: str) -> float:
-    """Record that the node is alive; return when it should beat next (seconds)."""
+@dataclass(frozen=True)
+class Beat:
+    next_heartbeat_s: float
+    cancelled_job_ids: list[str]
+    """Jobs of the node's unfinished train tasks that were cancelled: it should stop them."""
+
+
+def heartbeat(
+    state: FleetState,
+    node_id: str,
+    credential: str,
+    *,
+    current_task_id: str = "",
+    rss_bytes: int = 0,
+) -> Beat:
+    """Record that the node is alive and what it does; say when to beat next."""
     node = authenticate(state, node_id, credential)
-    state.storage.touch_node(node.id)
-    return state.config.heartbeat_timeout_s / 3
+    state.storage.touch_node(
+        node.id, current_task_id=current_task_id[:64] or None, rss_bytes=rss_bytes or None
+    )
+    cancelled = []
+    for assignment in state.storage.assignments_of_node(node.id, status=AssignmentStatus.SENT):
+        round_ = state.storage.get_round(assignment.round_id)
+        job = state.storage.get_job(round_.job_id) if round_ is not None else None
+        if job is not None and job.status is JobStatus.CANCELLED:
+            cancelled.append(job.id)
+    return Beat(state.config.heartbeat_timeout_s / 3, sorted(set(cancelled)))

@@ -15,20 +15,27 @@ from typing import Protocol
 from orchestrator.storage.records import (
     AssignmentRecord,
     AssignmentStatus,
+    EventRecord,
     Hardware,
     JobRecord,
     JobStatus,
     MemoryModelRecord,
     ModelVersionRecord,
     NewAssignment,
+    NewEvent,
     NewJob,
     NewMemoryModel,
     NewModelVersion,
     NewNode,
+    NewNodePlan,
+    NewProfileTask,
     NewRound,
     NewUpdate,
+    NodePlanRecord,
     NodeRecord,
     NodeStatus,
+    ProfileTaskRecord,
+    ProfileTaskStatus,
     RoundRecord,
     RoundStatus,
     UpdateRecord,
@@ -42,8 +49,19 @@ class Storage(Protocol):
     def get_node(self, node_id: str) -> NodeRecord | None: ...
     def list_nodes(self, *, hardware_class: str | None = None) -> Sequence[NodeRecord]: ...
     def nodes_seen_since(self, since: datetime) -> Sequence[NodeRecord]: ...
-    def touch_node(self, node_id: str, seen_at: datetime | None = None) -> None:
-        """Record a heartbeat (``seen_at`` defaults to now)."""
+    def touch_node(
+        self,
+        node_id: str,
+        seen_at: datetime | None = None,
+        *,
+        current_task_id: str | None = None,
+        rss_bytes: int | None = None,
+    ) -> None:
+        """Record a heartbeat (``seen_at`` defaults to now) and what the node reported with it.
+
+        ``current_task_id`` and ``rss_bytes`` are always written: ``None`` clears them, since a
+        heartbeat that names no task means the node is idle now.
+        """
         ...
 
     def set_node_status(self, node_id: str, status: NodeStatus) -> NodeRecord: ...
@@ -51,9 +69,11 @@ class Storage(Protocol):
         self, node_id: str, hardware: Hardware, hardware_class: str
     ) -> NodeRecord: ...
 
-    # Memory models, one per (hardware class, model): a later fit replaces the earlier one.
+    # Memory models, one per (hardware class, model, image size): a later fit replaces the earlier.
     def put_memory_model(self, memory_model: NewMemoryModel) -> MemoryModelRecord: ...
-    def get_memory_model(self, hardware_class: str, model: str) -> MemoryModelRecord | None: ...
+    def get_memory_model(
+        self, hardware_class: str, model: str, image_size: int
+    ) -> MemoryModelRecord | None: ...
     def list_memory_models(
         self, *, hardware_class: str | None = None
     ) -> Sequence[MemoryModelRecord]: ...
@@ -70,11 +90,12 @@ class Storage(Protocol):
         expected_status: JobStatus | None = None,
         finished_at: datetime | None = None,
         final_model_version: int | None = None,
+        message: str | None = None,
     ) -> JobRecord:
         """Change the fields given; with ``expected_status``, only from that status.
 
         A job whose status is not ``expected_status`` raises ``StorageConflict`` (a cancel racing
-        the last round, say).
+        the last round, say). ``updated_at`` becomes now on every call.
         """
         ...
 
@@ -90,12 +111,19 @@ class Storage(Protocol):
         status: RoundStatus,
         expected_status: RoundStatus | None = None,
         finished_at: datetime | None = None,
+        outcome: str | None = None,
+        aggregation_s: float | None = None,
+        num_updates: int | None = None,
     ) -> RoundRecord:
-        """Like ``update_job``: the quorum and the deadline can race to close one round."""
+        """Like ``update_job``: the quorum and the deadline can race to close one round.
+
+        Sets the fields given (not ``None``); the others keep what they hold.
+        """
         ...
 
     # Assignments: one per (round, node).
     def create_assignment(self, assignment: NewAssignment) -> AssignmentRecord: ...
+    def get_assignment(self, assignment_id: int) -> AssignmentRecord | None: ...
     def list_assignments(self, round_id: int) -> Sequence[AssignmentRecord]: ...
     def assignments_of_node(
         self, node_id: str, *, status: AssignmentStatus | None = None
@@ -115,6 +143,49 @@ class Storage(Protocol):
     def get_model_version(self, job_id: str, version: int) -> ModelVersionRecord | None: ...
     def latest_model_version(self, job_id: str) -> ModelVersionRecord | None: ...
     def list_model_versions(self, job_id: str) -> Sequence[ModelVersionRecord]: ...
+
+    # Events: a job's timeline, numbered 1, 2, 3, ... without gaps.
+    def append_event(self, event: NewEvent) -> EventRecord:
+        """Store ``event`` as its job's next one; concurrent appends get distinct sequences."""
+        ...
+
+    def list_events(
+        self, job_id: str, *, after_sequence: int = 0, limit: int | None = None
+    ) -> Sequence[EventRecord]:
+        """The job's events with a sequence above ``after_sequence``, oldest first."""
+        ...
+
+    # Profile tasks: a node asked to measure a model, oldest first in lists.
+    def create_profile_task(self, task: NewProfileTask) -> ProfileTaskRecord: ...
+    def get_profile_task(self, task_id: str) -> ProfileTaskRecord | None: ...
+    def list_profile_tasks(
+        self,
+        *,
+        node_id: str | None = None,
+        hardware_class: str | None = None,
+        model: str | None = None,
+        image_size: int | None = None,
+        status: ProfileTaskStatus | None = None,
+    ) -> Sequence[ProfileTaskRecord]: ...
+    def update_profile_task(
+        self,
+        task_id: str,
+        *,
+        status: ProfileTaskStatus,
+        expected_status: ProfileTaskStatus | None = None,
+        message: str | None = None,
+    ) -> ProfileTaskRecord:
+        """Like ``update_round``; ``updated_at`` becomes now."""
+        ...
+
+    # Node plans: one per (job, node), a later plan replaces the earlier one.
+    def put_node_plan(self, plan: NewNodePlan) -> NodePlanRecord: ...
+    def get_node_plan(self, job_id: str, node_id: str) -> NodePlanRecord | None: ...
+    def list_node_plans(
+        self, *, job_id: str | None = None, node_id: str | None = None
+    ) -> Sequence[NodePlanRecord]:
+        """Ordered by (job id, node id)."""
+        ...
 
     def close(self) -> None:
         """Release connections; the storage is not used afterwards."""

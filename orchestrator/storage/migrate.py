@@ -2,6 +2,11 @@
 
 The configuration is built here, pointing at ``orchestrator/migrations`` inside the installed
 package, so migrations run the same from a checkout and from a wheel.
+
+On SQLite, revisions run with foreign keys off. SQLite cannot alter most of a table, so Alembic's
+batch mode rebuilds it: copy, ``DROP TABLE``, rename. With foreign keys on, dropping ``jobs``
+would first delete its rows, and ``ON DELETE CASCADE`` every round, update and model version with
+them. The references are checked once the revisions have run, before anything is committed.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import Connection
 
 from orchestrator.storage.engine import WRITE_OPTION, create_storage_engine
 
@@ -46,9 +52,40 @@ def new_revision(url: str, message: str) -> None:
 def _run(url: str, alembic_command: Callable[[Config], object]) -> None:
     engine = create_storage_engine(url)
     try:
-        with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:
-            config = alembic_config()
-            config.attributes["connection"] = connection
-            alembic_command(config)
+        with engine.connect() as connection:
+            is_sqlite = connection.dialect.name == "sqlite"
+            if is_sqlite:
+                _set_sqlite_foreign_keys(connection, enabled=False)
+            try:
+                with connection.execution_options(**{WRITE_OPTION: True}).begin():
+                    config = alembic_config()
+                    config.attributes["connection"] = connection
+                    alembic_command(config)
+                    if is_sqlite:
+                        _check_sqlite_foreign_keys(connection)
+            finally:
+                if is_sqlite:
+                    _set_sqlite_foreign_keys(connection, enabled=True)
     finally:
         engine.dispose()
+
+
+def _set_sqlite_foreign_keys(connection: Connection, *, enabled: bool) -> None:
+    # SQLite ignores this pragma inside a transaction, so it goes to the driver's connection
+    # directly (in autocommit mode, see engine), before SQLAlchemy begins one.
+    driver_connection = connection.connection.driver_connection
+    assert driver_connection is not None, "a checked-out connection has its driver's"
+    cursor = driver_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if enabled else 'OFF'}")
+    finally:
+        cursor.close()
+
+
+def _check_sqlite_foreign_keys(connection: Connection) -> None:
+    dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if dangling:
+        raise RuntimeError(
+            f"the migration left {len(dangling)} rows that refer to missing rows, e.g. "
+            f"{[tuple(row) for row in dangling[:3]]}; nothing was committed"
+        )

@@ -9,6 +9,7 @@ them, it does not interpret them.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -58,6 +59,23 @@ class UpdateStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class ProfileTaskStatus(StrEnum):
+    PENDING = "pending"
+    """Asked for, not yet pulled by its node."""
+    SENT = "sent"
+    DONE = "done"
+    """The node reported its measurements (the fit itself is a memory model)."""
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (ProfileTaskStatus.DONE, ProfileTaskStatus.FAILED)
+
+
+EVENT_KIND_LENGTH = 32
+"""Longest ``NewEvent.kind`` (its column's width)."""
+
+
 def _require_aware(name: str, value: datetime | None) -> None:
     if value is not None and value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got naive {value!r}")
@@ -75,9 +93,22 @@ def _require_non_negative(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be >= 0, got {value}")
 
 
+def _require_non_negative_finite(name: str, value: float | None) -> None:
+    # SQLite stores NaN as NULL: a non-finite value would come back as another value, or fail.
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+
+
 def _require_text(name: str, value: str) -> None:
     if not value:
         raise ValueError(f"{name} must not be empty")
+
+
+def _require_sizes(name: str, values: tuple[int, ...]) -> None:
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    if any(value <= 0 for value in values):
+        raise ValueError(f"{name} must all be > 0, got {values}")
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,10 @@ class Hardware:
     torch_version: str
     runtime_baseline_bytes: int
     """Resident memory of the agent's process before any training (interpreter, torch, ...)."""
+    memory_budget_bytes: int = 0
+    """The memory the agent was told it may use; 0 when it reported none."""
+    accelerator_memory_bytes: int = 0
+    """0 without an accelerator, or when the agent could not tell."""
 
     def __post_init__(self) -> None:
         if self.ram_bytes <= 0:
@@ -99,6 +134,8 @@ class Hardware:
         if self.num_cores <= 0:
             raise ValueError(f"num_cores must be > 0, got {self.num_cores}")
         _require_non_negative("runtime_baseline_bytes", self.runtime_baseline_bytes)
+        _require_non_negative("memory_budget_bytes", self.memory_budget_bytes)
+        _require_non_negative("accelerator_memory_bytes", self.accelerator_memory_bytes)
         _require_text("arch", self.arch)
 
 
@@ -109,6 +146,7 @@ class NewNode:
     credential_hash: str
     """Never the credential itself: see ``orchestrator.storage.credentials``."""
     hardware: Hardware
+    agent_version: str = ""
 
     def __post_init__(self) -> None:
         _require_text("name", self.name)
@@ -126,21 +164,26 @@ class NodeRecord:
     last_seen_at: datetime
     status: NodeStatus
     hardware: Hardware
+    agent_version: str = ""
+    current_task_id: str | None = None
+    """What the node said it is working on at its last heartbeat; ``None`` when idle."""
+    rss_bytes: int | None = None
+    """The agent's resident memory at its last heartbeat, if it reported it."""
 
 
 @dataclass(frozen=True)
 class NewMemoryModel:
     hardware_class: str
     model: str
-    image_size: int | None
-    """``None`` for a fit that holds at every image size."""
+    image_size: int
+    """Fits are per image size: one fit per (hardware class, model, image size)."""
     payload_json: str
 
     def __post_init__(self) -> None:
         _require_text("hardware_class", self.hardware_class)
         _require_text("model", self.model)
-        if self.image_size is not None and self.image_size <= 0:
-            raise ValueError(f"image_size must be > 0 or None, got {self.image_size}")
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be > 0, got {self.image_size}")
         _require_json("payload_json", self.payload_json)
 
 
@@ -148,7 +191,7 @@ class NewMemoryModel:
 class MemoryModelRecord:
     hardware_class: str
     model: str
-    image_size: int | None
+    image_size: int
     payload_json: str
     created_at: datetime
 
@@ -170,6 +213,10 @@ class JobRecord:
     finished_at: datetime | None
     final_model_version: int | None
     """A ``ModelVersionRecord.version`` of this job, once it has a final model."""
+    message: str
+    """Why the job is in its status, for operators (empty until something is said)."""
+    updated_at: datetime
+    """The last write to the job: its creation, then every ``update_job``."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +242,11 @@ class RoundRecord:
     started_at: datetime
     finished_at: datetime | None
     num_selected_nodes: int
+    outcome: str | None = None
+    """How the round ended, in a word (set when it closes)."""
+    aggregation_s: float | None = None
+    num_updates: int | None = None
+    """The updates aggregated into the round's model."""
 
 
 @dataclass(frozen=True)
@@ -239,10 +291,16 @@ class NewUpdate:
     status: UpdateStatus
     reason: str | None = None
     """Why it was rejected (``late``, ``wrong_shape``, ``non_finite``, ...)."""
+    train_loss: float | None = None
+    """The node's mean training loss; ``None`` when it sent none or it was not finite."""
+    train_duration_s: float | None = None
 
     def __post_init__(self) -> None:
         _require_non_negative("num_samples", self.num_samples)
         _require_non_negative("measured_peak_bytes", self.measured_peak_bytes)
+        if self.train_loss is not None and not math.isfinite(self.train_loss):
+            raise ValueError(f"train_loss must be finite or None, got {self.train_loss}")
+        _require_non_negative_finite("train_duration_s", self.train_duration_s)
         if self.status is UpdateStatus.ACCEPTED and self.blob_digest is None:
             raise ValueError("an accepted update needs its blob_digest")
         if self.status is UpdateStatus.REJECTED and not self.reason:
@@ -260,6 +318,8 @@ class UpdateRecord:
     status: UpdateStatus
     reason: str | None
     received_at: datetime
+    train_loss: float | None = None
+    train_duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -284,3 +344,108 @@ class ModelVersionRecord:
     round_id: int | None
     digest: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """Something that happened to a job: its timeline, which clients read in order."""
+
+    job_id: str
+    kind: str
+    payload_json: str
+
+    def __post_init__(self) -> None:
+        _require_text("kind", self.kind)
+        if len(self.kind) > EVENT_KIND_LENGTH:
+            raise ValueError(f"kind must be at most {EVENT_KIND_LENGTH} characters: {self.kind!r}")
+        _require_json("payload_json", self.payload_json)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    job_id: str
+    sequence: int
+    """1 for a job's first event, then one more per event: no gaps, so a reader can resume."""
+    created_at: datetime
+    kind: str
+    payload_json: str
+
+
+@dataclass(frozen=True)
+class NewProfileTask:
+    """A request that a node measure a model's memory at some batch and image sizes."""
+
+    node_id: str
+    job_id: str | None
+    """The job waiting for the fit; ``None`` for profiling asked for outside a job."""
+    hardware_class: str
+    model: str
+    image_size: int
+    """The size of the memory model the measurements will fit."""
+    batch_sizes: tuple[int, ...]
+    image_sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _require_text("node_id", self.node_id)
+        _require_text("hardware_class", self.hardware_class)
+        _require_text("model", self.model)
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be > 0, got {self.image_size}")
+        _require_sizes("batch_sizes", self.batch_sizes)
+        _require_sizes("image_sizes", self.image_sizes)
+
+
+@dataclass(frozen=True)
+class ProfileTaskRecord:
+    id: str
+    node_id: str
+    job_id: str | None
+    hardware_class: str
+    model: str
+    image_size: int
+    batch_sizes: tuple[int, ...]
+    image_sizes: tuple[int, ...]
+    status: ProfileTaskStatus
+    message: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class NewNodePlan:
+    """What the planner decided for one node in one job: its plan, or why it does not fit."""
+
+    job_id: str
+    node_id: str
+    fits: bool
+    plan_json: str | None
+    """The plan (batch size, schedule, predicted peak, ...); required when the node fits."""
+    budget_bytes: int
+    shortfall_bytes: int = 0
+    """How much more memory the node would need to fit; 0 when it fits."""
+    message: str = ""
+    oom_count: int = 0
+    """Out-of-memory failures of the node in this job so far."""
+
+    def __post_init__(self) -> None:
+        if self.fits and self.plan_json is None:
+            raise ValueError("a node that fits needs its plan_json")
+        if self.plan_json is not None:
+            _require_json("plan_json", self.plan_json)
+        _require_non_negative("budget_bytes", self.budget_bytes)
+        _require_non_negative("shortfall_bytes", self.shortfall_bytes)
+        _require_non_negative("oom_count", self.oom_count)
+
+
+@dataclass(frozen=True)
+class NodePlanRecord:
+    job_id: str
+    node_id: str
+    fits: bool
+    plan_json: str | None
+    budget_bytes: int
+    shortfall_bytes: int
+    message: str
+    oom_count: int
+    updated_at: datetime

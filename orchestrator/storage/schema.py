@@ -1,8 +1,9 @@
 """The registry's tables (SQLAlchemy 2 declarative); the Alembic migrations must match them exactly.
 
-Ids of nodes and jobs are random text (they are shown to operators and must not be guessable in
-sequence); the rest are integers. Statuses are short strings holding the values of the enums in
-``records``. Timestamps are stored in UTC (see ``UtcDateTime``). JSON payloads are opaque text.
+Ids of nodes, jobs and profile tasks are random text (they are shown to operators and must not be
+guessable in sequence); the rest are integers. Statuses are short strings holding the values of the
+enums in ``records``. Timestamps are stored in UTC (see ``UtcDateTime``). JSON payloads are opaque
+text.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -39,6 +42,10 @@ _ID_LENGTH = 32
 _STATUS_LENGTH = 16
 _NAME_LENGTH = 255
 _DIGEST_LENGTH = 64
+# A node's own name for its current task (an assignment or a profile task, as text).
+_TASK_ID_LENGTH = 64
+_EVENT_KIND_LENGTH = 32
+_OUTCOME_LENGTH = 16
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -81,6 +88,10 @@ class Node(Base):
     enrolled_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
     status: Mapped[str] = mapped_column(String(_STATUS_LENGTH))
+    # Server defaults here and below fill the rows that existed before the column (0002).
+    agent_version: Mapped[str] = mapped_column(String(_NAME_LENGTH), server_default="")
+    current_task_id: Mapped[str | None] = mapped_column(String(_TASK_ID_LENGTH))
+    rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         # Nodes alive: "seen since t" (liveness metrics, round selection).
@@ -104,6 +115,8 @@ class Hardware(Base):
     accelerator: Mapped[str | None] = mapped_column(String(_NAME_LENGTH))
     torch_version: Mapped[str] = mapped_column(String(_NAME_LENGTH))
     runtime_baseline_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_budget_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    accelerator_memory_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class MemoryModel(Base):
@@ -112,13 +125,14 @@ class MemoryModel(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     hardware_class: Mapped[str] = mapped_column(String(_NAME_LENGTH))
     model: Mapped[str] = mapped_column(String(_NAME_LENGTH))
-    image_size: Mapped[int | None] = mapped_column(Integer)
+    image_size: Mapped[int] = mapped_column(Integer)
     payload_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (
-        # One fit per (hardware class, model); serves the planner's lookup and the upsert.
-        UniqueConstraint("hardware_class", "model"),
+        # One fit per (hardware class, model, image size); serves the planner's lookup, the
+        # upsert, and a class's fits (its leading column).
+        UniqueConstraint("hardware_class", "model", "image_size"),
     )
 
 
@@ -133,6 +147,8 @@ class Job(Base):
     # A version number of this job's model_versions rather than a foreign key: a key would make
     # jobs and model_versions refer to each other, which SQLite cannot create in one pass.
     final_model_version: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text, server_default="")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (
         # Jobs by state: the jobs to resume after a restart, "jobs list", the jobs-by-state gauge.
@@ -153,6 +169,9 @@ class Round(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     num_selected_nodes: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(_OUTCOME_LENGTH))
+    aggregation_s: Mapped[float | None] = mapped_column(Float)
+    num_updates: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         # A job's rounds in order, and round N of a job (resume at the last round); one round N.
@@ -197,6 +216,8 @@ class Update(Base):
     status: Mapped[str] = mapped_column(String(_STATUS_LENGTH))
     reason: Mapped[str | None] = mapped_column(String(_NAME_LENGTH))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    train_duration_s: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         # A round's updates (quorum, aggregation); the first update of a node in a round is the
@@ -224,4 +245,81 @@ class ModelVersion(Base):
     __table_args__ = (
         # Version N of a job (a round's global weights, the final model) and the latest one.
         UniqueConstraint("job_id", "version"),
+    )
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        String(_ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE")
+    )
+    sequence: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    kind: Mapped[str] = mapped_column(String(_EVENT_KIND_LENGTH))
+    payload_json: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        # A job's events after sequence N, in order (a client following the timeline), and the
+        # job's largest sequence when appending; a sequence number is never given twice.
+        UniqueConstraint("job_id", "sequence"),
+    )
+
+
+class ProfileTask(Base):
+    __tablename__ = "profile_tasks"
+
+    id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True)
+    node_id: Mapped[str] = mapped_column(
+        String(_ID_LENGTH), ForeignKey("nodes.id", ondelete="CASCADE")
+    )
+    job_id: Mapped[str | None] = mapped_column(
+        String(_ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE")
+    )
+    hardware_class: Mapped[str] = mapped_column(String(_NAME_LENGTH))
+    model: Mapped[str] = mapped_column(String(_NAME_LENGTH))
+    image_size: Mapped[int] = mapped_column(Integer)
+    batch_sizes_json: Mapped[str] = mapped_column(Text)
+    image_sizes_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(_STATUS_LENGTH))
+    message: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        # A node pulling its next task: its profile tasks in a given status.
+        Index("ix_profile_tasks_node_id_status", "node_id", "status"),
+        # Whether a fit is already being measured somewhere (not asking twice for one).
+        Index(
+            "ix_profile_tasks_hardware_class_model_image_size",
+            "hardware_class",
+            "model",
+            "image_size",
+        ),
+    )
+
+
+class NodePlan(Base):
+    __tablename__ = "node_plans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        String(_ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE")
+    )
+    node_id: Mapped[str] = mapped_column(
+        String(_ID_LENGTH), ForeignKey("nodes.id", ondelete="CASCADE")
+    )
+    fits: Mapped[bool] = mapped_column(Boolean)
+    plan_json: Mapped[str | None] = mapped_column(Text)
+    budget_bytes: Mapped[int] = mapped_column(BigInteger)
+    shortfall_bytes: Mapped[int] = mapped_column(BigInteger)
+    message: Mapped[str] = mapped_column(Text)
+    oom_count: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        # One plan per (job, node): serves the upsert, a job's plans in node order, and one
+        # node's plan in a job.
+        UniqueConstraint("job_id", "node_id"),
     )

@@ -8,13 +8,15 @@ pass the check. Constraint violations that remain (a duplicate) surface as ``Sto
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from sqlalchemy import CursorResult, Select, select, update
+from sqlalchemy import CursorResult, Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,20 +29,27 @@ from orchestrator.storage.migrate import migrate
 from orchestrator.storage.records import (
     AssignmentRecord,
     AssignmentStatus,
+    EventRecord,
     Hardware,
     JobRecord,
     JobStatus,
     MemoryModelRecord,
     ModelVersionRecord,
     NewAssignment,
+    NewEvent,
     NewJob,
     NewMemoryModel,
     NewModelVersion,
     NewNode,
+    NewNodePlan,
+    NewProfileTask,
     NewRound,
     NewUpdate,
+    NodePlanRecord,
     NodeRecord,
     NodeStatus,
+    ProfileTaskRecord,
+    ProfileTaskStatus,
     RoundRecord,
     RoundStatus,
     UpdateRecord,
@@ -91,6 +100,11 @@ class SqlStorage:
     ) -> None:
         self.close()
 
+    def _dialect_insert(self) -> Callable[..., Any]:
+        # Both dialects have INSERT ... ON CONFLICT DO UPDATE: an upsert in one statement, so
+        # two writers of one key at once cannot make the second insert fail.
+        return postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+
     # Nodes and their hardware.
 
     def create_node(self, node: NewNode) -> NodeRecord:
@@ -103,6 +117,9 @@ class SqlStorage:
             enrolled_at=now,
             last_seen_at=now,
             status=NodeStatus.ACTIVE.value,
+            agent_version=node.agent_version,
+            current_task_id=None,
+            rss_bytes=None,
         )
         hardware = _hardware_row(row.id, node.hardware)
         with self._writes.begin() as session:
@@ -133,12 +150,26 @@ class SqlStorage:
         with self._reads() as session:
             return [_node_record(node, hardware) for node, hardware in session.execute(query)]
 
-    def touch_node(self, node_id: str, seen_at: datetime | None = None) -> None:
+    def touch_node(
+        self,
+        node_id: str,
+        seen_at: datetime | None = None,
+        *,
+        current_task_id: str | None = None,
+        rss_bytes: int | None = None,
+    ) -> None:
         _aware("seen_at", seen_at)
+        _fits("current_task_id", current_task_id, schema.Node.current_task_id)
+        if rss_bytes is not None and rss_bytes < 0:
+            raise ValueError(f"rss_bytes must be >= 0, got {rss_bytes}")
         statement = (
             update(schema.Node)
             .where(schema.Node.id == node_id)
-            .values(last_seen_at=self._clock() if seen_at is None else seen_at)
+            .values(
+                last_seen_at=self._clock() if seen_at is None else seen_at,
+                current_task_id=current_task_id,
+                rss_bytes=rss_bytes,
+            )
         )
         with self._writes.begin() as session:
             result = session.execute(statement)
@@ -166,6 +197,7 @@ class SqlStorage:
     # Memory models.
 
     def put_memory_model(self, memory_model: NewMemoryModel) -> MemoryModelRecord:
+        key = (memory_model.hardware_class, memory_model.model, memory_model.image_size)
         values = {
             "hardware_class": memory_model.hardware_class,
             "model": memory_model.model,
@@ -173,34 +205,34 @@ class SqlStorage:
             "payload_json": memory_model.payload_json,
             "created_at": self._clock(),
         }
-        # Both dialects have INSERT ... ON CONFLICT DO UPDATE: an upsert in one statement, so
-        # two nodes of one class profiling at once cannot make the second insert fail.
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        # Two nodes of one class profiling at once both store their fit: the later one stays.
         statement = (
-            insert(schema.MemoryModel)
+            self._dialect_insert()(schema.MemoryModel)
             .values(**values)
             .on_conflict_do_update(
-                index_elements=["hardware_class", "model"],
-                set_={key: value for key, value in values.items() if key != "hardware_class"},
+                index_elements=["hardware_class", "model", "image_size"],
+                set_={"payload_json": values["payload_json"], "created_at": values["created_at"]},
             )
         )
         with self._writes.begin() as session:
             session.execute(statement)
-            found = session.scalars(
-                _memory_model_query(memory_model.hardware_class, memory_model.model)
-            ).one()
+            found = session.scalars(_memory_model_query(*key)).one()
             return _memory_model_record(found)
 
-    def get_memory_model(self, hardware_class: str, model: str) -> MemoryModelRecord | None:
+    def get_memory_model(
+        self, hardware_class: str, model: str, image_size: int
+    ) -> MemoryModelRecord | None:
         with self._reads() as session:
-            found = session.scalars(_memory_model_query(hardware_class, model)).first()
+            found = session.scalars(_memory_model_query(hardware_class, model, image_size)).first()
             return None if found is None else _memory_model_record(found)
 
     def list_memory_models(
         self, *, hardware_class: str | None = None
     ) -> Sequence[MemoryModelRecord]:
         query = select(schema.MemoryModel).order_by(
-            schema.MemoryModel.hardware_class, schema.MemoryModel.model
+            schema.MemoryModel.hardware_class,
+            schema.MemoryModel.model,
+            schema.MemoryModel.image_size,
         )
         if hardware_class is not None:
             query = query.where(schema.MemoryModel.hardware_class == hardware_class)
@@ -210,13 +242,16 @@ class SqlStorage:
     # Jobs.
 
     def create_job(self, job: NewJob) -> JobRecord:
+        now = self._clock()
         row = schema.Job(
             id=_new_id(),
             spec_json=job.spec_json,
             status=JobStatus.PENDING.value,
-            created_at=self._clock(),
+            created_at=now,
             finished_at=None,
             final_model_version=None,
+            message="",
+            updated_at=now,
         )
         with self._writes.begin() as session:
             session.add(row)
@@ -243,6 +278,7 @@ class SqlStorage:
         expected_status: JobStatus | None = None,
         finished_at: datetime | None = None,
         final_model_version: int | None = None,
+        message: str | None = None,
     ) -> JobRecord:
         _aware("finished_at", finished_at)
         with self._writes.begin() as session:
@@ -254,6 +290,9 @@ class SqlStorage:
                 row.finished_at = finished_at
             if final_model_version is not None:
                 row.final_model_version = final_model_version
+            if message is not None:
+                row.message = message
+            row.updated_at = self._clock()
             session.flush()
             return _job_record(row)
 
@@ -301,14 +340,28 @@ class SqlStorage:
         status: RoundStatus,
         expected_status: RoundStatus | None = None,
         finished_at: datetime | None = None,
+        outcome: str | None = None,
+        aggregation_s: float | None = None,
+        num_updates: int | None = None,
     ) -> RoundRecord:
         _aware("finished_at", finished_at)
+        _fits("outcome", outcome, schema.Round.outcome)
+        if aggregation_s is not None and not (math.isfinite(aggregation_s) and aggregation_s >= 0):
+            raise ValueError(f"aggregation_s must be finite and >= 0, got {aggregation_s}")
+        if num_updates is not None and num_updates < 0:
+            raise ValueError(f"num_updates must be >= 0, got {num_updates}")
         with self._writes.begin() as session:
             row = _locked(session, schema.Round, round_id, "round")
             _check_status("round", round_id, row.status, expected_status)
             row.status = status.value
             if finished_at is not None:
                 row.finished_at = finished_at
+            if outcome is not None:
+                row.outcome = outcome
+            if aggregation_s is not None:
+                row.aggregation_s = aggregation_s
+            if num_updates is not None:
+                row.num_updates = num_updates
             session.flush()
             return _round_record(row)
 
@@ -335,6 +388,11 @@ class SqlStorage:
                 f"{assignment.round_id}",
             )
             return _assignment_record(row)
+
+    def get_assignment(self, assignment_id: int) -> AssignmentRecord | None:
+        with self._reads() as session:
+            found = session.get(schema.Assignment, assignment_id)
+            return None if found is None else _assignment_record(found)
 
     def list_assignments(self, round_id: int) -> Sequence[AssignmentRecord]:
         query = (
@@ -379,6 +437,8 @@ class SqlStorage:
             status=update.status.value,
             reason=update.reason,
             received_at=self._clock(),
+            train_loss=update.train_loss,
+            train_duration_s=update.train_duration_s,
         )
         with self._writes.begin() as session:
             _require(session, schema.Round, update.round_id, "round")
@@ -453,6 +513,162 @@ class SqlStorage:
         with self._reads() as session:
             return [_model_version_record(found) for found in session.scalars(query)]
 
+    # Events.
+
+    def append_event(self, event: NewEvent) -> EventRecord:
+        with self._writes.begin() as session:
+            # Appenders to one job take turns on its row (SQLite: on the database's write lock),
+            # so no two of them read the same largest sequence.
+            _locked(session, schema.Job, event.job_id, "job")
+            last = session.scalar(
+                select(func.max(schema.Event.sequence)).where(schema.Event.job_id == event.job_id)
+            )
+            row = schema.Event(
+                job_id=event.job_id,
+                sequence=1 if last is None else last + 1,
+                created_at=self._clock(),
+                kind=event.kind,
+                payload_json=event.payload_json,
+            )
+            session.add(row)
+            session.flush()
+            return _event_record(row)
+
+    def list_events(
+        self, job_id: str, *, after_sequence: int = 0, limit: int | None = None
+    ) -> Sequence[EventRecord]:
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {limit}")
+        query = (
+            select(schema.Event)
+            .where(schema.Event.job_id == job_id, schema.Event.sequence > after_sequence)
+            .order_by(schema.Event.sequence)
+            .limit(limit)
+        )
+        with self._reads() as session:
+            return [_event_record(found) for found in session.scalars(query)]
+
+    # Profile tasks.
+
+    def create_profile_task(self, task: NewProfileTask) -> ProfileTaskRecord:
+        now = self._clock()
+        row = schema.ProfileTask(
+            id=_new_id(),
+            node_id=task.node_id,
+            job_id=task.job_id,
+            hardware_class=task.hardware_class,
+            model=task.model,
+            image_size=task.image_size,
+            batch_sizes_json=json.dumps(list(task.batch_sizes)),
+            image_sizes_json=json.dumps(list(task.image_sizes)),
+            status=ProfileTaskStatus.PENDING.value,
+            message="",
+            created_at=now,
+            updated_at=now,
+        )
+        with self._writes.begin() as session:
+            _require(session, schema.Node, task.node_id, "node")
+            if task.job_id is not None:
+                _require(session, schema.Job, task.job_id, "job")
+            session.add(row)
+            session.flush()
+            return _profile_task_record(row)
+
+    def get_profile_task(self, task_id: str) -> ProfileTaskRecord | None:
+        with self._reads() as session:
+            found = session.get(schema.ProfileTask, task_id)
+            return None if found is None else _profile_task_record(found)
+
+    def list_profile_tasks(
+        self,
+        *,
+        node_id: str | None = None,
+        hardware_class: str | None = None,
+        model: str | None = None,
+        image_size: int | None = None,
+        status: ProfileTaskStatus | None = None,
+    ) -> Sequence[ProfileTaskRecord]:
+        query = select(schema.ProfileTask).order_by(
+            schema.ProfileTask.created_at, schema.ProfileTask.id
+        )
+        if node_id is not None:
+            query = query.where(schema.ProfileTask.node_id == node_id)
+        if hardware_class is not None:
+            query = query.where(schema.ProfileTask.hardware_class == hardware_class)
+        if model is not None:
+            query = query.where(schema.ProfileTask.model == model)
+        if image_size is not None:
+            query = query.where(schema.ProfileTask.image_size == image_size)
+        if status is not None:
+            query = query.where(schema.ProfileTask.status == status.value)
+        with self._reads() as session:
+            return [_profile_task_record(found) for found in session.scalars(query)]
+
+    def update_profile_task(
+        self,
+        task_id: str,
+        *,
+        status: ProfileTaskStatus,
+        expected_status: ProfileTaskStatus | None = None,
+        message: str | None = None,
+    ) -> ProfileTaskRecord:
+        with self._writes.begin() as session:
+            row = _locked(session, schema.ProfileTask, task_id, "profile task")
+            _check_status("profile task", task_id, row.status, expected_status)
+            row.status = status.value
+            if message is not None:
+                row.message = message
+            row.updated_at = self._clock()
+            session.flush()
+            return _profile_task_record(row)
+
+    # Node plans.
+
+    def put_node_plan(self, plan: NewNodePlan) -> NodePlanRecord:
+        values = {
+            "job_id": plan.job_id,
+            "node_id": plan.node_id,
+            "fits": plan.fits,
+            "plan_json": plan.plan_json,
+            "budget_bytes": plan.budget_bytes,
+            "shortfall_bytes": plan.shortfall_bytes,
+            "message": plan.message,
+            "oom_count": plan.oom_count,
+            "updated_at": self._clock(),
+        }
+        statement = (
+            self._dialect_insert()(schema.NodePlan)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=["job_id", "node_id"],
+                set_={
+                    key: value for key, value in values.items() if key not in ("job_id", "node_id")
+                },
+            )
+        )
+        with self._writes.begin() as session:
+            _require(session, schema.Job, plan.job_id, "job")
+            _require(session, schema.Node, plan.node_id, "node")
+            session.execute(statement)
+            found = session.scalars(_node_plan_query(plan.job_id, plan.node_id)).one()
+            return _node_plan_record(found)
+
+    def get_node_plan(self, job_id: str, node_id: str) -> NodePlanRecord | None:
+        with self._reads() as session:
+            found = session.scalars(_node_plan_query(job_id, node_id)).first()
+            return None if found is None else _node_plan_record(found)
+
+    def list_node_plans(
+        self, *, job_id: str | None = None, node_id: str | None = None
+    ) -> Sequence[NodePlanRecord]:
+        query = select(schema.NodePlan).order_by(schema.NodePlan.job_id, schema.NodePlan.node_id)
+        if job_id is not None:
+            query = query.where(schema.NodePlan.job_id == job_id)
+        if node_id is not None:
+            query = query.where(schema.NodePlan.node_id == node_id)
+        with self._reads() as session:
+            return [_node_plan_record(found) for found in session.scalars(query)]
+
 
 # Helpers: queries, checks and the ORM-to-record conversions (no ORM object leaves this module).
 
@@ -465,9 +681,19 @@ def _nodes() -> Select[schema.Node, schema.Hardware]:
     )
 
 
-def _memory_model_query(hardware_class: str, model: str) -> Select[schema.MemoryModel]:
+def _memory_model_query(
+    hardware_class: str, model: str, image_size: int
+) -> Select[schema.MemoryModel]:
     return select(schema.MemoryModel).where(
-        schema.MemoryModel.hardware_class == hardware_class, schema.MemoryModel.model == model
+        schema.MemoryModel.hardware_class == hardware_class,
+        schema.MemoryModel.model == model,
+        schema.MemoryModel.image_size == image_size,
+    )
+
+
+def _node_plan_query(job_id: str, node_id: str) -> Select[schema.NodePlan]:
+    return select(schema.NodePlan).where(
+        schema.NodePlan.job_id == job_id, schema.NodePlan.node_id == node_id
     )
 
 
@@ -505,6 +731,13 @@ def _aware(name: str, value: datetime | None) -> None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got naive {value!r}")
 
 
+def _fits(name: str, value: str | None, column: Any) -> None:
+    # PostgreSQL refuses text longer than its column and SQLite keeps it: refuse it on both.
+    length = column.type.length
+    if value is not None and len(value) > length:
+        raise ValueError(f"{name} must be at most {length} characters, got {len(value)}")
+
+
 @overload
 def _utc(value: datetime) -> datetime: ...
 @overload
@@ -524,6 +757,8 @@ def _hardware_row(node_id: str, hardware: Hardware) -> schema.Hardware:
         accelerator=hardware.accelerator,
         torch_version=hardware.torch_version,
         runtime_baseline_bytes=hardware.runtime_baseline_bytes,
+        memory_budget_bytes=hardware.memory_budget_bytes,
+        accelerator_memory_bytes=hardware.accelerator_memory_bytes,
     )
 
 
@@ -544,7 +779,12 @@ def _node_record(row: schema.Node, hardware: schema.Hardware) -> NodeRecord:
             accelerator=hardware.accelerator,
             torch_version=hardware.torch_version,
             runtime_baseline_bytes=hardware.runtime_baseline_bytes,
+            memory_budget_bytes=hardware.memory_budget_bytes,
+            accelerator_memory_bytes=hardware.accelerator_memory_bytes,
         ),
+        agent_version=row.agent_version,
+        current_task_id=row.current_task_id,
+        rss_bytes=row.rss_bytes,
     )
 
 
@@ -566,6 +806,8 @@ def _job_record(row: schema.Job) -> JobRecord:
         created_at=_utc(row.created_at),
         finished_at=_utc(row.finished_at),
         final_model_version=row.final_model_version,
+        message=row.message,
+        updated_at=_utc(row.updated_at),
     )
 
 
@@ -579,6 +821,9 @@ def _round_record(row: schema.Round) -> RoundRecord:
         started_at=_utc(row.started_at),
         finished_at=_utc(row.finished_at),
         num_selected_nodes=row.num_selected_nodes,
+        outcome=row.outcome,
+        aggregation_s=row.aggregation_s,
+        num_updates=row.num_updates,
     )
 
 
@@ -607,6 +852,8 @@ def _update_record(row: schema.Update) -> UpdateRecord:
         status=UpdateStatus(row.status),
         reason=row.reason,
         received_at=_utc(row.received_at),
+        train_loss=row.train_loss,
+        train_duration_s=row.train_duration_s,
     )
 
 
@@ -618,6 +865,48 @@ def _model_version_record(row: schema.ModelVersion) -> ModelVersionRecord:
         round_id=row.round_id,
         digest=row.digest,
         created_at=_utc(row.created_at),
+    )
+
+
+def _event_record(row: schema.Event) -> EventRecord:
+    return EventRecord(
+        id=row.id,
+        job_id=row.job_id,
+        sequence=row.sequence,
+        created_at=_utc(row.created_at),
+        kind=row.kind,
+        payload_json=row.payload_json,
+    )
+
+
+def _profile_task_record(row: schema.ProfileTask) -> ProfileTaskRecord:
+    return ProfileTaskRecord(
+        id=row.id,
+        node_id=row.node_id,
+        job_id=row.job_id,
+        hardware_class=row.hardware_class,
+        model=row.model,
+        image_size=row.image_size,
+        batch_sizes=tuple(json.loads(row.batch_sizes_json)),
+        image_sizes=tuple(json.loads(row.image_sizes_json)),
+        status=ProfileTaskStatus(row.status),
+        message=row.message,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def _node_plan_record(row: schema.NodePlan) -> NodePlanRecord:
+    return NodePlanRecord(
+        job_id=row.job_id,
+        node_id=row.node_id,
+        fits=row.fits,
+        plan_json=row.plan_json,
+        budget_bytes=row.budget_bytes,
+        shortfall_bytes=row.shortfall_bytes,
+        message=row.message,
+        oom_count=row.oom_count,
+        updated_at=_utc(row.updated_at),
     )
 
 

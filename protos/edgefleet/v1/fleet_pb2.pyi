@@ -82,6 +82,7 @@ class RegisterRequest(_message.Message):
     HARDWARE_FIELD_NUMBER: _builtins.int
     NODE_NAME_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    HARDWARE_CLASS_FIELD_NUMBER: _builtins.int
     enrollment_token: _builtins.str
     """The fleet's shared enrollment secret, as the operator configured it on the coordinator. It
     travels in the body, not in metadata, because it is used only here: every later call uses
@@ -91,6 +92,11 @@ class RegisterRequest(_message.Message):
     """A human-readable name for listings (the board's hostname, say); not an identity."""
     agent_version: _builtins.str
     """Version of the agent software, for listings and for refusing incompatible agents."""
+    hardware_class: _builtins.str
+    """The hardware class the operator gave this board (`edgefleet agent run --hardware-class`);
+    empty lets the coordinator derive it from the hardware (architecture, CPU model, RAM).
+    Simulated boards of one kind, or boards an operator knows to be alike, share a class.
+    """
     @_builtins.property
     def hardware(self) -> _common_pb2.Hardware:
         """The board as measured by the agent."""
@@ -102,10 +108,11 @@ class RegisterRequest(_message.Message):
         hardware: _common_pb2.Hardware | None = ...,
         node_name: _builtins.str = ...,
         agent_version: _builtins.str = ...,
+        hardware_class: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hardware", b"hardware"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "enrollment_token", b"enrollment_token", "hardware", b"hardware", "node_name", b"node_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "enrollment_token", b"enrollment_token", "hardware", b"hardware", "hardware_class", b"hardware_class", "node_name", b"node_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -248,10 +255,18 @@ class ProfileTask(_message.Message):
     BATCH_SIZES_FIELD_NUMBER: _builtins.int
     IMAGE_SIZES_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
+    NUM_CLASSES_FIELD_NUMBER: _builtins.int
+    CALIBRATE_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Model to profile, by its registry name ("mobilenet_v2")."""
     job_id: _builtins.str
     """The job that needs this profile; empty when the coordinator profiles ahead of any job."""
+    num_classes: _builtins.int
+    """Classes of the model's last layer (the job's), since it sizes the last stages."""
+    calibrate: _builtins.bool
+    """Whether to also measure the allocator's overhead of a training step (the student's
+    profile: the planner counts it); a teacher only runs inference on the board.
+    """
     @_builtins.property
     def batch_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Batch sizes to profile at; small, so that profiling itself fits the board."""
@@ -267,10 +282,12 @@ class ProfileTask(_message.Message):
         batch_sizes: _abc.Iterable[_builtins.int] | None = ...,
         image_sizes: _abc.Iterable[_builtins.int] | None = ...,
         job_id: _builtins.str = ...,
+        num_classes: _builtins.int = ...,
+        calibrate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sizes", b"batch_sizes", "image_sizes", b"image_sizes", "job_id", b"job_id", "model_name", b"model_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_sizes", b"batch_sizes", "calibrate", b"calibrate", "image_sizes", b"image_sizes", "job_id", b"job_id", "model_name", b"model_name", "num_classes", b"num_classes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -299,6 +316,7 @@ class TrainTask(_message.Message):
     PLAN_FIELD_NUMBER: _builtins.int
     WEIGHTS_SHA256_HEX_FIELD_NUMBER: _builtins.int
     DEADLINE_UNIX_S_FIELD_NUMBER: _builtins.int
+    NUM_CLASSES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job this round belongs to."""
     round: _builtins.int
@@ -327,6 +345,8 @@ class TrainTask(_message.Message):
     """
     deadline_unix_s: _builtins.float
     """When the round closes, in seconds since the epoch; an update arriving later is rejected."""
+    num_classes: _builtins.int
+    """Classes of the student's and the teacher's last layer."""
     @_builtins.property
     def schedule(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The checkpointing schedule, as rotor-style operations in order ("Fe_0", "Fn_1", "Bwd_0",
@@ -355,10 +375,11 @@ class TrainTask(_message.Message):
         plan: _common_pb2.Plan | None = ...,
         weights_sha256_hex: _builtins.str = ...,
         deadline_unix_s: _builtins.float = ...,
+        num_classes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accumulation_steps", b"accumulation_steps", "batch_size", b"batch_size", "deadline_unix_s", b"deadline_unix_s", "image_size", b"image_size", "job_id", b"job_id", "learning_rate", b"learning_rate", "local_steps", b"local_steps", "model_name", b"model_name", "optimizer", b"optimizer", "plan", b"plan", "round", b"round", "schedule", b"schedule", "teacher_model_name", b"teacher_model_name", "temperature", b"temperature", "weights_sha256_hex", b"weights_sha256_hex"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accumulation_steps", b"accumulation_steps", "batch_size", b"batch_size", "deadline_unix_s", b"deadline_unix_s", "image_size", b"image_size", "job_id", b"job_id", "learning_rate", b"learning_rate", "local_steps", b"local_steps", "model_name", b"model_name", "num_classes", b"num_classes", "optimizer", b"optimizer", "plan", b"plan", "round", b"round", "schedule", b"schedule", "teacher_model_name", b"teacher_model_name", "temperature", b"temperature", "weights_sha256_hex", b"weights_sha256_hex"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -532,6 +553,9 @@ class UploadProfileRequest(_message.Message):
     PARAMETER_BYTES_FIELD_NUMBER: _builtins.int
     BUFFER_BYTES_FIELD_NUMBER: _builtins.int
     PROFILES_FIELD_NUMBER: _builtins.int
+    ALLOCATOR_OVERHEAD_FRACTION_FIELD_NUMBER: _builtins.int
+    ALLOCATOR_OVERHEAD_BYTES_FIELD_NUMBER: _builtins.int
+    NUM_CLASSES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The caller's node id, as Register returned it; must match the credential in the metadata."""
     task_id: _builtins.str
@@ -544,6 +568,14 @@ class UploadProfileRequest(_message.Message):
     """
     buffer_bytes: _builtins.int
     """Bytes of the model's buffers (batch-norm statistics), counted like the parameters."""
+    allocator_overhead_fraction: _builtins.float
+    """What the board's allocator holds beyond live tensors at a training step's peak, per live
+    tensor byte, as the agent measured it (checkpointing.calibrate); 0: the coordinator's default.
+    """
+    allocator_overhead_bytes: _builtins.int
+    """The part of that overhead that does not grow with the tensors, in bytes."""
+    num_classes: _builtins.int
+    """The model's number of output classes (the width of the loss's input)."""
     @_builtins.property
     def profiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainProfile]:
         """One profile per (batch size, image size) pair the task asked for. A few kilobytes each, so
@@ -559,10 +591,13 @@ class UploadProfileRequest(_message.Message):
         parameter_bytes: _builtins.int = ...,
         buffer_bytes: _builtins.int = ...,
         profiles: _abc.Iterable[Global___ChainProfile] | None = ...,
+        allocator_overhead_fraction: _builtins.float = ...,
+        allocator_overhead_bytes: _builtins.int = ...,
+        num_classes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffer_bytes", b"buffer_bytes", "model_name", b"model_name", "node_id", b"node_id", "parameter_bytes", b"parameter_bytes", "profiles", b"profiles", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocator_overhead_bytes", b"allocator_overhead_bytes", "allocator_overhead_fraction", b"allocator_overhead_fraction", "buffer_bytes", b"buffer_bytes", "model_name", b"model_name", "node_id", b"node_id", "num_classes", b"num_classes", "parameter_bytes", b"parameter_bytes", "profiles", b"profiles", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

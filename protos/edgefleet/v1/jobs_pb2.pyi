@@ -104,6 +104,10 @@ class _RoundOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoundOut
     """The deadline passed with at least one accepted update; aggregated what arrived."""
     ROUND_OUTCOME_FAILED: _RoundOutcome.ValueType  # 3
     """The deadline passed with no accepted update; the global model is unchanged."""
+    ROUND_OUTCOME_ALL_REPORTED: _RoundOutcome.ValueType  # 4
+    """Every selected node answered (some failed or were rejected) before a quorum; aggregated
+    what was accepted.
+    """
 
 class RoundOutcome(_RoundOutcome, metaclass=_RoundOutcomeEnumTypeWrapper):
     """How a round closed."""
@@ -116,6 +120,10 @@ ROUND_OUTCOME_DEADLINE: RoundOutcome.ValueType  # 2
 """The deadline passed with at least one accepted update; aggregated what arrived."""
 ROUND_OUTCOME_FAILED: RoundOutcome.ValueType  # 3
 """The deadline passed with no accepted update; the global model is unchanged."""
+ROUND_OUTCOME_ALL_REPORTED: RoundOutcome.ValueType  # 4
+"""Every selected node answered (some failed or were rejected) before a quorum; aggregated
+what was accepted.
+"""
 Global___RoundOutcome: _TypeAlias = RoundOutcome  # noqa: Y015
 
 class _MemoryModelState:
@@ -171,6 +179,8 @@ class JobSpec(_message.Message):
     AGGREGATION_FIELD_NUMBER: _builtins.int
     TRIM_FRACTION_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
+    INITIAL_WEIGHTS_SHA256_HEX_FIELD_NUMBER: _builtins.int
+    NUM_CLASSES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Human-readable name for listings; not an identity (the coordinator assigns the job id)."""
     student_model: _builtins.str
@@ -205,6 +215,12 @@ class JobSpec(_message.Message):
     """For TRIMMED_MEAN: the fraction of values dropped at each end, in [0, 0.5); unset: 0.1."""
     temperature: _builtins.float
     """Softmax temperature of the distillation loss; unset: the coordinator's default."""
+    initial_weights_sha256_hex: _builtins.str
+    """SHA-256 (hex) of the student's starting weights, stored first with UploadWeights; every
+    board's first round starts from them. Required: the coordinator has no torch to make them.
+    """
+    num_classes: _builtins.int
+    """Classes the student and teacher tell apart (the width of their last layer); 0: 1000."""
     def __init__(
         self,
         *,
@@ -223,10 +239,12 @@ class JobSpec(_message.Message):
         aggregation: Global___AggregationRule.ValueType = ...,
         trim_fraction: _builtins.float | None = ...,
         temperature: _builtins.float | None = ...,
+        initial_weights_sha256_hex: _builtins.str = ...,
+        num_classes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_trim_fraction", b"_trim_fraction", "temperature", b"temperature", "trim_fraction", b"trim_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_trim_fraction", b"_trim_fraction", "aggregation", b"aggregation", "batch_size", b"batch_size", "image_size", b"image_size", "learning_rate", b"learning_rate", "local_steps", b"local_steps", "min_nodes", b"min_nodes", "name", b"name", "node_fraction", b"node_fraction", "num_rounds", b"num_rounds", "optimizer", b"optimizer", "round_deadline_s", b"round_deadline_s", "student_model", b"student_model", "teacher_model", b"teacher_model", "temperature", b"temperature", "trim_fraction", b"trim_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_trim_fraction", b"_trim_fraction", "aggregation", b"aggregation", "batch_size", b"batch_size", "image_size", b"image_size", "initial_weights_sha256_hex", b"initial_weights_sha256_hex", "learning_rate", b"learning_rate", "local_steps", b"local_steps", "min_nodes", b"min_nodes", "name", b"name", "node_fraction", b"node_fraction", "num_classes", b"num_classes", "num_rounds", b"num_rounds", "optimizer", b"optimizer", "round_deadline_s", b"round_deadline_s", "student_model", b"student_model", "teacher_model", b"teacher_model", "temperature", b"temperature", "trim_fraction", b"trim_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
@@ -596,6 +614,9 @@ class UpdateReceived(_message.Message):
     ACCEPTED_FIELD_NUMBER: _builtins.int
     REJECTION_FIELD_NUMBER: _builtins.int
     NUM_SAMPLES_FIELD_NUMBER: _builtins.int
+    MEASURED_PEAK_BYTES_FIELD_NUMBER: _builtins.int
+    PREDICTED_PEAK_BYTES_FIELD_NUMBER: _builtins.int
+    TRAIN_LOSS_FIELD_NUMBER: _builtins.int
     round: _builtins.int
     """The round the update was for."""
     node_id: _builtins.str
@@ -604,6 +625,12 @@ class UpdateReceived(_message.Message):
     """Whether it counts towards the round."""
     num_samples: _builtins.int
     """Samples the node trained on (its FedAvg weight)."""
+    measured_peak_bytes: _builtins.int
+    """Peak resident memory of the node's training process in the round, as it measured it."""
+    predicted_peak_bytes: _builtins.int
+    """What the node's plan predicted for that peak."""
+    train_loss: _builtins.float
+    """The node's mean training loss over the round."""
     @_builtins.property
     def rejection(self) -> _common_pb2.ErrorDetail:
         """Why it was rejected; unset when accepted."""
@@ -616,10 +643,13 @@ class UpdateReceived(_message.Message):
         accepted: _builtins.bool = ...,
         rejection: _common_pb2.ErrorDetail | None = ...,
         num_samples: _builtins.int = ...,
+        measured_peak_bytes: _builtins.int = ...,
+        predicted_peak_bytes: _builtins.int = ...,
+        train_loss: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rejection", b"rejection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "node_id", b"node_id", "num_samples", b"num_samples", "rejection", b"rejection", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "measured_peak_bytes", b"measured_peak_bytes", "node_id", b"node_id", "num_samples", b"num_samples", "predicted_peak_bytes", b"predicted_peak_bytes", "rejection", b"rejection", "round", b"round", "train_loss", b"train_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -952,3 +982,93 @@ class ListNodesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListNodesResponse: _TypeAlias = ListNodesResponse  # noqa: Y015
+
+@_typing.final
+class UploadWeightsRequest(_message.Message):
+    """The first message of an UploadWeights stream is a `header`; every later one is a `chunk`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> _common_pb2.BlobInfo:
+        """Format, length and SHA-256 of the whole safetensors file."""
+
+    @_builtins.property
+    def chunk(self) -> _common_pb2.Chunk:
+        """The next piece of the file."""
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.BlobInfo | None = ...,
+        chunk: _common_pb2.Chunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "payload", b"payload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
+
+Global___UploadWeightsRequest: _TypeAlias = UploadWeightsRequest  # noqa: Y015
+
+@_typing.final
+class UploadWeightsResponse(_message.Message):
+    """The stored weights."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_HEX_FIELD_NUMBER: _builtins.int
+    RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
+    sha256_hex: _builtins.str
+    """SHA-256 (hex) under which the weights are stored; what a job spec names."""
+    received_bytes: _builtins.int
+    """Bytes received and hashed."""
+    def __init__(
+        self,
+        *,
+        sha256_hex: _builtins.str = ...,
+        received_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["received_bytes", b"received_bytes", "sha256_hex", b"sha256_hex"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadWeightsResponse: _TypeAlias = UploadWeightsResponse  # noqa: Y015
+
+@_typing.final
+class DownloadModelRequest(_message.Message):
+    """Which model of a job to fetch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job whose model to fetch."""
+    version: _builtins.int
+    """Model version: 0 is the starting weights, N the model after round N-1; unset: the latest."""
+    max_chunk_bytes: _builtins.int
+    """Largest chunk wanted, in bytes; 0 takes the coordinator's default."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        version: _builtins.int | None = ...,
+        max_chunk_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "job_id", b"job_id", "max_chunk_bytes", b"max_chunk_bytes", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__version: _TypeAlias = _typing.Literal["version"]  # noqa: Y015
+    _WhichOneofArgType__version: _TypeAlias = _typing.Literal["_version", b"_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
+
+Global___DownloadModelRequest: _TypeAlias = DownloadModelRequest  # noqa: Y015

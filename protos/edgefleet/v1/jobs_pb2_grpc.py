@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from protos.edgefleet.v1 import fleet_pb2 as protos_dot_edgefleet_dot_v1_dot_fleet__pb2
 from protos.edgefleet.v1 import jobs_pb2 as protos_dot_edgefleet_dot_v1_dot_jobs__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -65,6 +66,16 @@ class JobsServiceStub:
                 request_serializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.UploadWeights = channel.stream_unary(
+                '/edgefleet.v1.JobsService/UploadWeights',
+                request_serializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.UploadWeightsRequest.SerializeToString,
+                response_deserializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.UploadWeightsResponse.FromString,
+                _registered_method=True)
+        self.DownloadModel = channel.unary_stream(
+                '/edgefleet.v1.JobsService/DownloadModel',
+                request_serializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.DownloadModelRequest.SerializeToString,
+                response_deserializer=protos_dot_edgefleet_dot_v1_dot_fleet__pb2.DownloadWeightsResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -115,6 +126,22 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadWeights(self, request_iterator, context):
+        """Store a job's starting student weights (safetensors) before submitting the job: one header,
+        then chunks in order; answers the SHA-256 that `JobSpec.initial_weights_sha256_hex` names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadModel(self, request, context):
+        """Fetch a job's model: its latest version (the final model once the job succeeded) or the one
+        asked for; one header, then chunks in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +174,16 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.ListNodesRequest.FromString,
                     response_serializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'UploadWeights': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadWeights,
+                    request_deserializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.UploadWeightsRequest.FromString,
+                    response_serializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.UploadWeightsResponse.SerializeToString,
+            ),
+            'DownloadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModel,
+                    request_deserializer=protos_dot_edgefleet_dot_v1_dot_jobs__pb2.DownloadModelRequest.FromString,
+                    response_serializer=protos_dot_edgefleet_dot_v1_dot_fleet__pb2.DownloadWeightsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +349,60 @@ class JobsService:
             '/edgefleet.v1.JobsService/ListNodes',
             protos_dot_edgefleet_dot_v1_dot_jobs__pb2.ListNodesRequest.SerializeToString,
             protos_dot_edgefleet_dot_v1_dot_jobs__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadWeights(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgefleet.v1.JobsService/UploadWeights',
+            protos_dot_edgefleet_dot_v1_dot_jobs__pb2.UploadWeightsRequest.SerializeToString,
+            protos_dot_edgefleet_dot_v1_dot_jobs__pb2.UploadWeightsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgefleet.v1.JobsService/DownloadModel',
+            protos_dot_edgefleet_dot_v1_dot_jobs__pb2.DownloadModelRequest.SerializeToString,
+            protos_dot_edgefleet_dot_v1_dot_fleet__pb2.DownloadWeightsResponse.FromString,
             options,
             channel_credentials,
             insecure,

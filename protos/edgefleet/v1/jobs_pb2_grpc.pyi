@@ -10,6 +10,7 @@ credential gets PERMISSION_DENIED, and neither gets any data.
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from protos.edgefleet.v1 import fleet_pb2 as _fleet_pb2
 from protos.edgefleet.v1 import jobs_pb2 as _jobs_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -54,6 +55,14 @@ class JobsServiceStub:
     """
     ListNodes: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListNodesRequest, _jobs_pb2.ListNodesResponse]
     """Every registered node with its hardware, memory models and current plan."""
+    UploadWeights: _grpc.StreamUnaryMultiCallable[_jobs_pb2.UploadWeightsRequest, _jobs_pb2.UploadWeightsResponse]
+    """Store a job's starting student weights (safetensors) before submitting the job: one header,
+    then chunks in order; answers the SHA-256 that `JobSpec.initial_weights_sha256_hex` names.
+    """
+    DownloadModel: _grpc.UnaryStreamMultiCallable[_jobs_pb2.DownloadModelRequest, _fleet_pb2.DownloadWeightsResponse]
+    """Fetch a job's model: its latest version (the final model once the job succeeded) or the one
+    asked for; one header, then chunks in order.
+    """
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -76,6 +85,14 @@ class JobsServiceAsyncStub(JobsServiceStub):
     """
     ListNodes: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListNodesRequest, _jobs_pb2.ListNodesResponse]  # type: ignore[assignment]
     """Every registered node with its hardware, memory models and current plan."""
+    UploadWeights: _aio.StreamUnaryMultiCallable[_jobs_pb2.UploadWeightsRequest, _jobs_pb2.UploadWeightsResponse]  # type: ignore[assignment]
+    """Store a job's starting student weights (safetensors) before submitting the job: one header,
+    then chunks in order; answers the SHA-256 that `JobSpec.initial_weights_sha256_hex` names.
+    """
+    DownloadModel: _aio.UnaryStreamMultiCallable[_jobs_pb2.DownloadModelRequest, _fleet_pb2.DownloadWeightsResponse]  # type: ignore[assignment]
+    """Fetch a job's model: its latest version (the final model once the job succeeded) or the one
+    asked for; one header, then chunks in order.
+    """
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operators' view of the fleet: jobs to submit and follow, nodes to inspect."""
@@ -131,5 +148,25 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ListNodesResponse, _abc.Awaitable[_jobs_pb2.ListNodesResponse]]:
         """Every registered node with its hardware, memory models and current plan."""
+
+    @_abc_1.abstractmethod
+    def UploadWeights(
+        self,
+        request_iterator: _MaybeAsyncIterator[_jobs_pb2.UploadWeightsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.UploadWeightsResponse, _abc.Awaitable[_jobs_pb2.UploadWeightsResponse]]:
+        """Store a job's starting student weights (safetensors) before submitting the job: one header,
+        then chunks in order; answers the SHA-256 that `JobSpec.initial_weights_sha256_hex` names.
+        """
+
+    @_abc_1.abstractmethod
+    def DownloadModel(
+        self,
+        request: _jobs_pb2.DownloadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fleet_pb2.DownloadWeightsResponse], _abc.AsyncIterator[_fleet_pb2.DownloadWeightsResponse]]:
+        """Fetch a job's model: its latest version (the final model once the job succeeded) or the one
+        asked for; one header, then chunks in order.
+        """
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -81,10 +81,20 @@ def test_bad_model_and_budgets_exit_2() -> None:
     assert "--budgets" in budgets.stderr
 
 
-def test_demo_trains_identically_under_budget() -> None:
+def test_showcase_trains_identically_under_budget() -> None:
     result = CliRunner().invoke(
         app,
-        ["demo", "--model", "small_cnn", "--image-size", "32", "--batch-size", "4", "--json"],
+        [
+            "bench",
+            "showcase",
+            "--model",
+            "small_cnn",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--json",
+        ],
     )
 
     assert result.exit_code == 0, result.output

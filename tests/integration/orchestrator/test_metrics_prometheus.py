@@ -13,9 +13,20 @@ from pathlib import Path
 import grpc
 import pytest
 
-from orchestrator.config import Address, CoordinatorConfig
-from orchestrator.server import RunningServer, running
-from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from node_agent.client import FleetClient
+from protos.edgefleet.v1 import jobs_pb2
+from tests.integration.orchestrator.fleet import (
+    MIB,
+    Fleet,
+    coordinator,
+    hardware,
+    model_bytes,
+    pull_each,
+    server_of,
+    train,
+    wait_for,
+    weights,
+)
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
@@ -30,27 +41,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[RunningServer]:
-    config = CoordinatorConfig(
-        data_dir=tmp_path / "coordinator",
-        enrollment_token="enroll-secret",
-        admin_token="admin-secret",
-        listen=Address("127.0.0.1", 0),
-        metrics_port=0,
-    )
-    with running(config, grace_s=0.1) as server:
-        yield server
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with coordinator(tmp_path / "coordinator", metrics_port=0) as running_fleet:
+        yield running_fleet
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, coordinator: RunningServer) -> Iterator[str]:
+def prometheus(tmp_path: Path, fleet: Fleet) -> Iterator[str]:
     assert PROMETHEUS is not None
     port = _free_port()
     settings = tmp_path / "prometheus.yml"
     settings.write_text(
         "global:\n  scrape_interval: 1s\n"
         "scrape_configs:\n  - job_name: edgefleet\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{coordinator.metrics_port}']\n"
+        f"      - targets: ['127.0.0.1:{server_of(fleet).metrics_port}']\n"
     )
     process = subprocess.Popen(
         [
@@ -92,39 +96,22 @@ def _eventually(base: str, expression: str, timeout_s: float = 60) -> list[dict[
         time.sleep(0.5)
 
 
-def test_prometheus_scrapes_nodes_jobs_and_rpcs(
-    coordinator: RunningServer, prometheus: str
-) -> None:
-    with grpc.insecure_channel(coordinator.address) as channel:
-        hardware = common_pb2.Hardware(
-            ram_bytes=2 << 30,
-            num_cores=8,
-            cpu_model="Exynos5422",
-            arch="armv7l",
-            torch_version="2.9.1",
-            runtime_baseline_bytes=300 << 20,
-        )
-        fleet_pb2_grpc.FleetServiceStub(channel).Register(
-            fleet_pb2.RegisterRequest(enrollment_token="enroll-secret", hardware=hardware)
-        )
-        with pytest.raises(grpc.RpcError):
-            fleet_pb2_grpc.FleetServiceStub(channel).Register(
-                fleet_pb2.RegisterRequest(enrollment_token="wrong", hardware=hardware)
-            )
-        spec = jobs_pb2.JobSpec(
-            student_model="mobilenet_v2",
-            image_size=64,
-            num_rounds=1,
-            local_steps=1,
-            learning_rate=0.1,
-        )
-        jobs_pb2_grpc.JobsServiceStub(channel).SubmitJob(
-            jobs_pb2.SubmitJobRequest(spec=spec),
-            metadata=[("authorization", "Bearer admin-secret")],
-        )
+def test_prometheus_scrapes_nodes_jobs_rounds_and_rpcs(fleet: Fleet, prometheus: str) -> None:
+    boards = [fleet.board(f"pi-{i}") for i in range(2)]
+    with pytest.raises(grpc.RpcError):
+        FleetClient(fleet.channel).register("wrong-token", hardware(400 * MIB))
+    job = fleet.submit(model_bytes(weights()), min_nodes=2, num_rounds=1)
+    for board, task in zip(boards, pull_each(boards), strict=True):
+        assert train(board, task, weights(seed=1, scale=0.01)).accepted
+    pending = fleet.submit(model_bytes(weights()), min_nodes=3)
+    wait_for(lambda: fleet.get(job.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED, what="end")
 
     nodes = _eventually(prometheus, 'edgefleet_nodes{live="true"}')
-    pending = _eventually(prometheus, 'edgefleet_jobs{state="pending"} > 0')
+    waiting = _eventually(prometheus, 'edgefleet_jobs{state="pending"} > 0')
+    rounds = _eventually(prometheus, 'edgefleet_rounds_completed_total{outcome="quorum"}')
+    accepted = _eventually(prometheus, 'edgefleet_updates_total{result="accepted"}')
+    received = _eventually(prometheus, 'edgefleet_received_bytes_total{kind="update"} > 0')
+    planned = _eventually(prometheus, "edgefleet_planned_batch_size > 0")
     refused = _eventually(
         prometheus, 'edgefleet_rpc_requests_total{method="Register",code="UNAUTHENTICATED"}'
     )
@@ -133,8 +120,12 @@ def test_prometheus_scrapes_nodes_jobs_and_rpcs(
         "histogram_quantile(0.99, sum by (le) (rate(edgefleet_rpc_duration_seconds_bucket[1m])))",
     )
 
-    assert nodes[0]["metric"]["hardware_class"] == "armv7l/exynos5422/2gib"  # type: ignore[index]
-    assert nodes[0]["value"][1] == "1"  # type: ignore[index]
-    assert pending[0]["value"][1] == "1"  # type: ignore[index]
+    assert nodes[0]["metric"]["hardware_class"] == "pi"  # type: ignore[index]
+    assert nodes[0]["value"][1] == "2"  # type: ignore[index]
+    assert waiting[0]["value"][1] == "1"  # type: ignore[index]
+    assert rounds[0]["value"][1] == "1"  # type: ignore[index]
+    assert accepted[0]["value"][1] == "2"  # type: ignore[index]
+    assert received
+    assert {p["metric"]["job_id"] for p in planned} == {pending.job_id}  # type: ignore[index]
     assert refused[0]["value"][1] == "1"  # type: ignore[index]
     assert latency

@@ -1,7 +1,8 @@
 import grpc
 import pytest
 
-from orchestrator.errors import ErrorCode, FleetError
+from orchestrator.errors import ErrorCode, FleetError, Rejection
+from protos.edgefleet.v1 import common_pb2
 
 
 def test_every_code_has_a_status_and_a_message() -> None:
@@ -17,11 +18,29 @@ def test_codes_are_distinct_entries() -> None:
     assert len(set(entries)) == len(entries)
 
 
+def test_errors_travel_as_protocol_details() -> None:
+    error = FleetError(ErrorCode.INVALID_JOB, "rounds: missing", "spec.num_rounds")
+
+    detail = error.to_detail()
+
+    assert detail.code == common_pb2.ERROR_CODE_INVALID_ARGUMENT
+    assert detail.message == "invalid job: rounds: missing"
+    assert detail.field == "spec.num_rounds"
+
+
+def test_every_rejection_has_its_own_protocol_code() -> None:
+    codes = [reason.proto_code for reason in Rejection]
+
+    assert len(set(codes)) == len(codes)
+    assert common_pb2.ERROR_CODE_UNSPECIFIED not in codes
+    assert {r for r in Rejection if r.judged} == {Rejection.WRONG_SHAPE, Rejection.NON_FINITE}
+
+
 @pytest.mark.parametrize(
     ("code", "status"),
     [
         (ErrorCode.BAD_ENROLLMENT_TOKEN, grpc.StatusCode.UNAUTHENTICATED),
-        (ErrorCode.DUPLICATE_UPDATE, grpc.StatusCode.ALREADY_EXISTS),
+        (ErrorCode.NOT_ASSIGNED, grpc.StatusCode.PERMISSION_DENIED),
         (ErrorCode.CHECKSUM_MISMATCH, grpc.StatusCode.DATA_LOSS),
     ],
 )

@@ -1,0 +1,86 @@
+"""``edgefleet agent``: run the agent of one board (torch is imported here, never elsewhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefleet.commands.options import memory_budget_bytes
+from edgefleet.commands.output import fail
+from edgefleet.commands.service import start_service
+
+app = typer.Typer(help="Run a board's agent.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    coordinator: Annotated[str, typer.Option("--coordinator", help="HOST:PORT to dial.")],
+    enrollment_token: Annotated[
+        str,
+        typer.Option(
+            "--enrollment-token", envvar="EDGEFLEET_ENROLLMENT_TOKEN", help="The fleet's token."
+        ),
+    ],
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Identity, unsent updates, frames, weights.")
+    ],
+    memory_budget: Annotated[
+        str | None, typer.Option("--memory-budget", help="RAM the agent may use, e.g. 1GiB.")
+    ] = None,
+    frames: Annotated[
+        Path | None, typer.Option("--frames", help="The board's frames (default DATA/frames).")
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="Local model weights (default DATA/weights)."),
+    ] = None,
+    hardware_class: Annotated[
+        str, typer.Option("--hardware-class", help="Name the board's kind (default: derived).")
+    ] = "",
+    name: Annotated[str, typer.Option("--name", help="The board's name in listings.")] = "",
+    tls_ca: Annotated[
+        Path | None, typer.Option("--tls-ca", help="CA of the coordinator's certificate.")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Mutual TLS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Mutual TLS.")] = None,
+    memory_margin: Annotated[
+        float, typer.Option("--memory-margin", help="Stop a task this close to the budget.")
+    ] = 0.03,
+    threads: Annotated[
+        int, typer.Option("--threads", help="torch threads (default: the cores it may use).")
+    ] = 0,
+) -> None:
+    """Register this board, then profile and train as the coordinator asks, until SIGTERM."""
+    from node_agent.client import TlsFiles
+    from node_agent.config import AgentConfig
+
+    if (tls_cert or tls_key) and tls_ca is None:
+        fail("--tls-cert and --tls-key need --tls-ca")
+    try:
+        config = AgentConfig(
+            coordinator=coordinator,
+            enrollment_token=enrollment_token,
+            data_dir=data_dir,
+            memory_budget_bytes=memory_budget_bytes(memory_budget) if memory_budget else 0,
+            frames_dir=frames,
+            weights_dir=weights,
+            hardware_class=hardware_class,
+            name=name,
+            tls=TlsFiles(tls_ca, tls_cert, tls_key) if tls_ca else None,
+            memory_margin=memory_margin,
+            threads=threads,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    stop = start_service()
+    # Imported once logging is set up: importing torch takes a while and the agent logs early.
+    from node_agent.agent import Agent, EnrollmentRefused
+
+    try:
+        Agent(config, stop).run()
+    except EnrollmentRefused as exc:
+        fail(f"the coordinator at {coordinator} refused the enrollment token: {exc}")
+    except ValueError as exc:
+        fail(str(exc))

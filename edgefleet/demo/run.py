@@ -1,0 +1,274 @@
+"""The fleet demo end to end: a coordinator, four capped board agents, one job, watched to the end.
+
+1. The teacher and the eye-level student are trained once and cached (``demo_models``).
+2. Each board gets its own unlabelled frames, rendered from its viewpoint and cached, and the
+   teacher's weights; its evaluation frames stay in this process, only to measure.
+3. The agent's runtime baseline is measured in a fresh child; each board's cap is that baseline
+   plus what its kind of board leaves to training (``boards``), enforced by a cgroup.
+4. A coordinator starts in this process on 127.0.0.1 (SQLite in the run's folder); the agents
+   start as separate processes, register, profile and get their plans.
+5. The job goes in through the jobs API; every new model version is downloaded and scored on
+   each board's own viewpoint as the rounds close.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import torch
+from safetensors.torch import load
+from torch import nn
+
+from checkpointing.models import build_model
+from checkpointing.process_memory import runtime_baseline_bytes
+from edgefleet.demo.boards import BOARDS, DemoBoard
+from edgefleet.demo.capped import CappedAgent, agent_command, capped_agents
+from edgefleet.demo.report import BoardOutcome, DemoResult
+from edgefleet.demo_models import (
+    DEMO,
+    DemoSettings,
+    ensure_pretrained,
+    evaluate,
+    load_weights,
+)
+from edgefleet.job_events import describe
+from edgefleet.jobs_client import JobsClient
+from orchestrator.config import Address, CoordinatorConfig
+from orchestrator.server import running
+from protos.edgefleet.v1 import common_pb2, jobs_pb2
+
+Say = Callable[[str], None]
+
+_AGENT_MODULE = "node_agent.agent"
+_TERMINAL = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
+
+
+class DemoError(RuntimeError):
+    """The demo could not run to the end (the message says what went wrong, and where)."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    data_dir: Path
+    """Caches (pretrained models, rendered frames) and this run's folder, ``run/``."""
+    settings: DemoSettings = DEMO
+    boards: tuple[DemoBoard, ...] = BOARDS
+    round_deadline_s: float = 300.0
+    workers: int = 2
+    """Processes rendering frames (the agents run one thread each, see ``capped``)."""
+    timeout_s: float = 1200.0
+    """The whole job, from submission to its end."""
+
+    def __post_init__(self) -> None:
+        viewpoints = tuple(board.viewpoint for board in self.boards)
+        if viewpoints != self.settings.boards:
+            raise ValueError(
+                f"the boards' viewpoints {viewpoints} differ from the settings' "
+                f"{self.settings.boards}"
+            )
+        if len({board.name for board in self.boards}) != len(self.boards):
+            raise ValueError("board names must differ")
+        if not self.round_deadline_s > 0 or not self.timeout_s > 0:
+            raise ValueError("round_deadline_s and timeout_s must be positive")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+
+
+@dataclass
+class _Observed:
+    """What the job's events told, per node id."""
+
+    measured_peak_bytes: dict[str, int] = field(default_factory=dict)
+    predicted_peak_bytes: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    final_state: int = jobs_pb2.JOB_STATE_UNSPECIFIED
+    final_message: str = ""
+
+    def note(self, event: jobs_pb2.JobEvent) -> None:
+        if event.HasField("update_received") and event.update_received.accepted:
+            update = event.update_received
+            self.measured_peak_bytes[update.node_id] = max(
+                self.measured_peak_bytes.get(update.node_id, 0), update.measured_peak_bytes
+            )
+            self.predicted_peak_bytes[update.node_id] = update.predicted_peak_bytes
+        elif event.HasField("node_failed"):
+            self.failures.append(describe(event))
+        elif event.HasField("state_changed") and event.state_changed.state in _TERMINAL:
+            self.final_state = event.state_changed.state
+            self.final_message = event.state_changed.message
+
+
+def _board_frames(config: DemoConfig, index: int, say: Say) -> Path:
+    """The board's unlabelled frames as PNG files, rendered once per settings and kept."""
+    settings = config.settings
+    frame_set = settings.board_train_set(index)
+    key = f"{frame_set.viewpoint}-{frame_set.count}-{frame_set.seed}-{settings.image_size}px"
+    folder = config.data_dir / "frames" / key
+    done = folder / ".complete"
+    if not done.is_file():
+        say(f"rendering {frame_set.count} frames for {config.boards[index].name}")
+        shutil.rmtree(folder, ignore_errors=True)
+        frame_set.write(folder, settings.image_size, labelled=False, workers=config.workers)
+        done.touch()
+    return folder
+
+
+def _board_folder(run_dir: Path, board: DemoBoard, teacher_weights: Path, name: str) -> Path:
+    """A fresh data folder for the board's agent, holding the teacher's weights."""
+    folder = run_dir / "boards" / board.name
+    (folder / "weights").mkdir(parents=True)
+    shutil.copyfile(teacher_weights, folder / "weights" / f"{name}.safetensors")
+    return folder
+
+
+def _accuracies(
+    model: nn.Module, eval_sets: list[tuple[torch.Tensor, torch.Tensor]]
+) -> list[float]:
+    return [evaluate(model, frames, labels) for frames, labels in eval_sets]
+
+
+def _model_from(data: bytes, settings: DemoSettings) -> nn.Module:
+    model = build_model(settings.student, settings.num_classes)
+    model.load_state_dict(load(data))
+    return model.eval()
+
+
+def _job_spec(config: DemoConfig, digest: str) -> jobs_pb2.JobSpec:
+    settings = config.settings
+    return jobs_pb2.JobSpec(
+        name="fleet demo: pole viewpoints",
+        student_model=settings.student,
+        teacher_model=settings.teacher,
+        image_size=settings.image_size,
+        num_classes=settings.num_classes,
+        batch_size=settings.batch_size,
+        num_rounds=settings.rounds,
+        local_steps=settings.local_steps,
+        optimizer=common_pb2.OPTIMIZER_SGD
+        if settings.optimizer == "sgd"
+        else common_pb2.OPTIMIZER_ADAM,
+        learning_rate=settings.learning_rate,
+        node_fraction=1.0,
+        min_nodes=len(config.boards),
+        round_deadline_s=config.round_deadline_s,
+        aggregation=jobs_pb2.AGGREGATION_RULE_FEDAVG,
+        temperature=settings.temperature,
+        initial_weights_sha256_hex=digest,
+    )
+
+
+def _check_agents(agents: list[CappedAgent]) -> None:
+    for agent in agents:
+        if not agent.alive():
+            tail = agent.log.read_text(errors="replace")[-2000:]
+            raise DemoError(
+                f"the agent of {agent.name} exited with status {agent.process.returncode}; "
+                f"the end of its log ({agent.log}):\n{tail}"
+            )
+
+
+def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]]:
+    """The demo's figures, and the teacher's accuracy per board (the plot's ceilings)."""
+    started = time.monotonic()
+    settings = config.settings
+    pretrained = ensure_pretrained(
+        config.data_dir / "pretrained", settings, config.workers, progress=say
+    )
+    frames = [_board_frames(config, index, say) for index in range(len(config.boards))]
+    say("rendering each board's evaluation frames (never shown to a board)")
+    eval_sets = [
+        settings.board_eval_set(index).render(settings.image_size, config.workers)
+        for index in range(len(config.boards))
+    ]
+    say("measuring the agent's runtime baseline in a fresh process")
+    baseline = runtime_baseline_bytes(modules=(_AGENT_MODULE,))
+    teacher = load_weights(settings.teacher, pretrained.teacher)
+    teacher_by_board = _accuracies(teacher, eval_sets)
+    before = _accuracies(load_weights(settings.student, pretrained.student), eval_sets)
+
+    run_dir = config.data_dir / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    coordinator_config = CoordinatorConfig(
+        data_dir=run_dir / "coordinator",
+        enrollment_token=secrets.token_hex(16),
+        admin_token=secrets.token_hex(16),
+        listen=Address("127.0.0.1", 0),
+        tick_s=0.2,
+        idle_pull_interval_s=0.5,
+        heartbeat_timeout_s=120.0,
+        fsync=False,
+    )
+    accuracy_by_round = {
+        board.name: [acc] for board, acc in zip(config.boards, before, strict=True)
+    }
+    observed = _Observed()
+    with running(coordinator_config, grace_s=1.0) as server:
+        say(f"coordinator listening on {server.address}")
+        specs = []
+        for index, board in enumerate(config.boards):
+            folder = _board_folder(run_dir, board, pretrained.teacher, settings.teacher)
+            cap = board.cap_bytes(baseline)
+            command = agent_command(
+                server.address, folder, cap, board.kind.hardware_class, board.name, frames[index]
+            )
+            specs.append((board.name, cap, command, folder / "agent.log"))
+        with (
+            capped_agents(specs, coordinator_config.enrollment_token) as agents,
+            grpc.insecure_channel(server.address) as channel,
+        ):
+            client = JobsClient(channel, coordinator_config.admin_token)
+            digest = client.upload_weights(pretrained.student.read_bytes())
+            job = client.submit(_job_spec(config, digest))
+            say(f"submitted job {job.job_id}: {settings.rounds} rounds on {len(agents)} boards")
+            deadline = time.monotonic() + config.timeout_s
+            for event in client.follow(job.job_id):
+                say(describe(event))
+                observed.note(event)
+                if event.HasField("round_completed"):
+                    completed = event.round_completed
+                    if completed.outcome != jobs_pb2.ROUND_OUTCOME_FAILED:
+                        model = _model_from(client.download_model(job.job_id), settings)
+                        scores = _accuracies(model, eval_sets)
+                        for board, score in zip(config.boards, scores, strict=True):
+                            accuracy_by_round[board.name].append(score)
+                        say("accuracy per board: " + ", ".join(f"{x:.1%}" for x in scores))
+                _check_agents(agents)
+                if time.monotonic() > deadline:
+                    raise DemoError(f"the job did not end within {config.timeout_s:.0f} s")
+            if observed.final_state != jobs_pb2.JOB_STATE_SUCCEEDED:
+                raise DemoError(f"the job did not succeed: {observed.final_message}")
+            nodes = {node.node_name: node for node in client.list_nodes()}
+    outcomes = []
+    for index, (board, agent) in enumerate(zip(config.boards, agents, strict=True)):
+        node = nodes[board.name]
+        plan = next(p for p in node.plans if p.job_id == job.job_id).plan
+        outcomes.append(
+            BoardOutcome(
+                name=board.name,
+                hardware_class=node.hardware_class,
+                cap_bytes=agent.cap_bytes,
+                batch_size=plan.batch_size,
+                store_all_max_batch=plan.store_all_max_batch_size,
+                strategy=plan.strategy,
+                predicted_peak_bytes=plan.predicted_peak_bytes,
+                measured_peak_bytes=observed.measured_peak_bytes.get(node.node_id, 0),
+                accuracy_before=before[index],
+                accuracy_after=accuracy_by_round[board.name][-1],
+            )
+        )
+    result = DemoResult(
+        boards=outcomes,
+        teacher_accuracy=sum(teacher_by_board) / len(teacher_by_board),
+        fleet_accuracy_before=sum(o.accuracy_before for o in outcomes) / len(outcomes),
+        fleet_accuracy_after=sum(o.accuracy_after for o in outcomes) / len(outcomes),
+        elapsed_s=time.monotonic() - started,
+        accuracy_by_round=accuracy_by_round,
+        oom_kills=sum(agent.oom_kills or 0 for agent in agents),
+    )
+    return result, {b.name: t for b, t in zip(config.boards, teacher_by_board, strict=True)}

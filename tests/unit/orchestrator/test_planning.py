@@ -1,0 +1,104 @@
+"""Memory models from profiles and per-board plans (pure: no torch, no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from checkpointing.chain import Chain
+from orchestrator.job_spec import JobSpec
+from orchestrator.planning import (
+    MemoryModelPayload,
+    ProfileRejected,
+    ProfileSample,
+    budget_bytes,
+    fit_profiles,
+    plan_node,
+    planning_budget_bytes,
+    profile_image_sizes,
+)
+from orchestrator.storage.records import Hardware
+
+MIB = 1 << 20
+NAMES = ("a", "b")
+
+
+def _sample(batch: int, size: int) -> ProfileSample:
+    pixels = batch * size * size
+    cw = (12 * pixels, 64 * pixels, 40 * batch)
+    return ProfileSample(
+        batch,
+        size,
+        NAMES,
+        Chain(
+            fw=(1e-6 * pixels,) * 2,
+            bw=(2e-6 * pixels,) * 2 + (1e-6,),
+            cw=cw,
+            cbw=(0, 2 * cw[1], 2 * cw[2]),
+            ftmp=(cw[1] / 2, cw[2]),
+            btmp=(cw[1], cw[2], 64),
+        ),
+    )
+
+
+def _payload() -> MemoryModelPayload:
+    wanted = [(b, s) for b in (1, 2) for s in (16, 32)]
+    model = fit_profiles("tiny", [_sample(b, s) for b, s in wanted], MIB, 0, 10, wanted)
+    return MemoryModelPayload(model, 0.1, 0)
+
+
+def _hardware(budget: int) -> Hardware:
+    return Hardware(
+        ram_bytes=1 << 30,
+        num_cores=4,
+        cpu_model="a53",
+        arch="aarch64",
+        accelerator=None,
+        torch_version="2.14.1",
+        runtime_baseline_bytes=100 * MIB,
+        memory_budget_bytes=budget,
+    )
+
+
+@pytest.mark.parametrize(("size", "expected"), [(224, (112, 224)), (32, (16, 32)), (16, (16, 32))])
+def test_profiles_pin_the_job_size_and_a_smaller_one(size: int, expected: tuple[int, int]) -> None:
+    assert profile_image_sizes(size) == expected
+
+
+def test_the_fit_predicts_the_profiled_chain_exactly() -> None:
+    payload = _payload()
+
+    predicted = payload.memory_model.predict(2, 32)
+
+    assert predicted.cw == _sample(2, 32).chain.cw
+    assert MemoryModelPayload.from_json(payload.to_json()) == payload
+
+
+def test_missing_profiles_are_named() -> None:
+    wanted = [(1, 16), (2, 32)]
+
+    with pytest.raises(ProfileRejected, match=r"missing .* \[\(2, 32\)\]"):
+        fit_profiles("tiny", [_sample(1, 16)], MIB, 0, 10, wanted)
+
+
+def test_a_board_states_its_budget_or_gets_a_share_of_its_ram() -> None:
+    assert budget_bytes(_hardware(300 * MIB), 0.5) == 300 * MIB
+    assert budget_bytes(_hardware(0), 0.5) == 512 * MIB
+
+
+def test_each_out_of_memory_report_shrinks_only_the_training_share() -> None:
+    assert planning_budget_bytes(500, 100, 0) == 500
+    assert planning_budget_bytes(500, 100, 1) == 100 + 320
+    assert planning_budget_bytes(500, 100, 2) == 100 + 256
+
+
+def test_a_plan_fits_the_budget_and_a_too_small_board_gets_its_shortfall() -> None:
+    spec = JobSpec(student="tiny", image_size=32, rounds=1, local_steps=1, learning_rate=0.1)
+
+    roomy = plan_node(spec, _hardware(400 * MIB), _payload(), None, ram_fraction=0.85)
+    shrunk = plan_node(spec, _hardware(400 * MIB), _payload(), None, ram_fraction=0.85, oom_count=3)
+    tiny = plan_node(spec, _hardware(101 * MIB), _payload(), None, ram_fraction=0.85)
+
+    assert roomy.fits and roomy.plan is not None
+    assert roomy.plan.predicted_peak_bytes <= roomy.budget_bytes == 400 * MIB
+    assert shrunk.plan is not None and shrunk.plan.batch_size < roomy.plan.batch_size
+    assert not tiny.fits and tiny.shortfall_bytes > 0 and tiny.plan_json() is None
