@@ -103,3 +103,13 @@ def exported_families() -> dict[str, set[str]]:
 def exported_series_names() -> set[str]:
     """Every series name the coordinator's metrics endpoint can carry, from its registry."""
     return set().union(*exported_families().values())
+
+
+_INSTALLED_EXTRAS = re.compile(r'"\$\{wheel\}\[([a-z,]+)\]"')
+
+
+def dockerfile_extras(name: str) -> set[str]:
+    """The extras a Dockerfile under deploy/docker installs the project's wheel with."""
+    text = (DOCKERFILES / f"{name}.Dockerfile").read_text()
+    (extras,) = _INSTALLED_EXTRAS.findall(text)
+    return set(extras.split(","))
