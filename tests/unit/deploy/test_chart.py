@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -307,3 +308,32 @@ def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str
         chart.render(values, name="fleet", namespace="edge")
 
     assert complaint in str(rejected.value)
+
+
+# Values whose defaults are whole objects, documented as one row each.
+_DOCUMENTED_WHOLE = {
+    "resources",
+    "podSecurityContext",
+    "securityContext",
+    "livenessProbe",
+    "readinessProbe",
+    "grafanaDashboard.labels",
+}
+
+
+def _keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in values.items():
+        name = prefix + key
+        if isinstance(value, dict) and value and name not in _DOCUMENTED_WHOLE:
+            yield from _keys(value, name + ".")
+        else:
+            yield name
+
+
+def test_readme_values_table_lists_every_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text().partition("## Values")[2]
+
+    documented = set(re.findall(r"^\| `([A-Za-z.]+)` \|", readme, re.MULTILINE))
+
+    assert documented == set(_keys(values))
