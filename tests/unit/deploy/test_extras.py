@@ -16,6 +16,7 @@ import sys
 import textwrap
 import tomllib
 
+import pytest
 from packaging.requirements import Requirement
 
 from tests.unit.deploy.sources import ROOT, dockerfile_extras
@@ -147,3 +148,26 @@ def test_agent_imports_only_what_its_extra_installs() -> None:
 
     assert {"node_agent", "torch"} <= modules
     assert "sqlalchemy" not in modules  # the coordinator's registry stays off the board
+
+
+def _exec_form(dockerfile: str, instruction: str) -> list[str]:
+    text = (ROOT / "deploy" / "docker" / f"{dockerfile}.Dockerfile").read_text()
+    (line,) = re.findall(rf"^{instruction} (\[.*\])$", text, re.MULTILINE)
+    words: list[str] = json.loads(line)
+    return words
+
+
+@pytest.mark.parametrize("dockerfile", ["coordinator", "agent"])
+def test_dockerfile_entrypoint_and_arguments_are_edgefleet_options(dockerfile: str) -> None:
+    from typer.testing import CliRunner
+
+    from edgefleet.cli import app
+
+    command = _exec_form(dockerfile, "ENTRYPOINT")
+    arguments = _exec_form(dockerfile, "CMD") if dockerfile == "coordinator" else []
+    options = {word for word in command + arguments if word.startswith("--")}
+
+    help_text = CliRunner().invoke(app, [*command[1:], "--help"], terminal_width=200).output
+
+    assert command[0] == "edgefleet"
+    assert options and all(option in help_text for option in options), help_text
