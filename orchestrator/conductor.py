@@ -33,9 +33,10 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from orchestrator.aggregation import Update, aggregate
+from orchestrator.aggregation import AggregationRule, Update, aggregate
 from orchestrator.events import EventKind
 from orchestrator.handlers.transfers import starting_model
+from orchestrator.handlers.updates import round_sum
 from orchestrator.job_spec import JobSpec
 from orchestrator.planning import (
     PROFILE_BATCH_SIZES,
@@ -86,6 +87,8 @@ class Conductor:
         # (job, node) -> what its stored plan was made from; a change re-plans it.
         self._planned: dict[tuple[str, str], tuple[object, ...]] = {}
         self._plan_cache: dict[tuple[object, ...], NodePlanResult] = {}
+        # Rounds seen open in the current look: the running sums of any other are dropped.
+        self._open_rounds: set[int] = set()
 
     @contextmanager
     def running(self) -> Iterator[Conductor]:
@@ -97,6 +100,7 @@ class Conductor:
             self._stop.set()
             self._state.wake.set()
             self._thread.join()
+            self._state.seen.flush(self._state.storage)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -107,13 +111,20 @@ class Conductor:
     def tick(self) -> None:
         """One look at every unfinished job; a job's error is logged and leaves the others be."""
         storage = self._state.storage
+        try:
+            self._state.seen.flush(storage, only_if_due=True)
+        except Exception:
+            _LOG.exception("could not record when boards were last seen")
         jobs = [*storage.list_jobs(status=JobStatus.PENDING)]
         jobs += storage.list_jobs(status=JobStatus.RUNNING)
+        self._open_rounds = set()
         for job in jobs:
             try:
                 self._advance(job)
             except Exception:
                 _LOG.exception("job %s: could not advance it", job.id)
+        with self._state.round_lock:
+            self._state.sums.keep_only(self._open_rounds)
 
     def _advance(self, job: JobRecord) -> None:
         state = self._state
@@ -135,6 +146,7 @@ class Conductor:
         rounds = state.storage.list_rounds(job.id)
         current = rounds[-1] if rounds else None
         if current is not None and current.status is RoundStatus.OPEN:
+            self._open_rounds.add(current.id)
             self._maybe_close(job, spec, current)
             return
         if current is not None and current.status is RoundStatus.AGGREGATING:
@@ -210,6 +222,7 @@ class Conductor:
                         image_sizes=profile_image_sizes(spec.image_size),
                     )
                 )
+                self._state.idle_pulls.wake(choice.id)
 
     def _plan(
         self,
@@ -323,6 +336,7 @@ class Conductor:
             )
         except StorageConflict:
             return
+        self._open_rounds.add(round_.id)
         for node_id in chosen:
             plan = planned[node_id]
             assert plan.plan_json is not None, "a fitting plan has its plan"
@@ -337,6 +351,7 @@ class Conductor:
                     predicted_peak_bytes=int(str(fields["predicted_peak_bytes"])),
                 )
             )
+            state.idle_pulls.wake(node_id)
         self._say(job, "")
         state.events.append(
             job.id,
@@ -390,16 +405,27 @@ class Conductor:
         aggregation_s = 0.0
         if made is None:
             base = starting_model(state, job.id, round_.number)
+            base_path = store.path(base.digest)
             out = store.root / "tmp" / f"round-{round_.id}.safetensors"
             started = time.perf_counter()
-            aggregate(
-                store.path(base.digest),
-                [Update(store.path(u.blob_digest or ""), u.num_samples) for u in updates],
-                spec.aggregation,
-                out,
-                spec.trim_fraction,
-                checked=True,
-            )
+            if spec.aggregation is AggregationRule.FEDAVG:
+                with state.round_lock:
+                    running = round_sum(state, round_.id, base_path)
+                    if running.keys != {u.node_id for u in updates}:
+                        # Not what the registry accepted (a sum dropped half-way): rebuild it.
+                        state.sums.pop(round_.id)
+                        running = round_sum(state, round_.id, base_path)
+                    state.sums.pop(round_.id)
+                running.write(out)
+            else:
+                aggregate(
+                    base_path,
+                    [Update(store.path(u.blob_digest or ""), u.num_samples) for u in updates],
+                    spec.aggregation,
+                    out,
+                    spec.trim_fraction,
+                    checked=True,
+                )
             digest = store.put(_read_chunks(out))
             out.unlink()
             aggregation_s = time.perf_counter() - started

@@ -2,6 +2,10 @@
 
 A ``FleetError`` aborts the call with its catalog status and public message; any other exception
 is logged in full here and reaches the caller only as ``INTERNAL`` with a generic message.
+
+A caller that goes away mid-call (it cancelled, or its deadline passed) is not an error of ours:
+gRPC then raises ``grpc.RpcError`` out of the request stream a handler is reading (an upload's
+chunks). That ends the call as ``CANCELLED``, logged in one line at INFO.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ _LOG = logging.getLogger(__name__)
 
 def _guarded(behaviour: Callable[..., Any], method: str, streaming: bool) -> Callable[..., Any]:
     def fail(error: Exception, context: grpc.ServicerContext) -> None:
+        if isinstance(error, grpc.RpcError) and not context.is_active():
+            _LOG.info("%s: the client cancelled the call (or its deadline passed)", method)
+            # For the metrics interceptor outside this one; the client is gone and gets nothing.
+            context.set_code(grpc.StatusCode.CANCELLED)
+            # gRPC knows this very exception (it raised it) and ends the call without logging.
+            raise error
         if isinstance(error, FleetError):
             detail = error.to_detail().SerializeToString()
             context.set_trailing_metadata(((ERROR_DETAIL_KEY, detail),))

@@ -68,7 +68,9 @@ def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[Running
             ErrorInterceptor(),
         ]
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=_WORKERS), interceptors=interceptors
+            futures.ThreadPoolExecutor(max_workers=_WORKERS),
+            interceptors=interceptors,
+            options=[("grpc.http2.bdp_probe", int(config.http2_bdp_probe))],
         )
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(state), server)
         jobs_pb2_grpc.add_JobsServiceServicer_to_server(JobsServicer(state), server)

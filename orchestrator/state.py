@@ -1,9 +1,10 @@
 """What every handler works on: the registry, the model store, the event log, the metrics.
 
 One coordinator process serves a registry. ``round_lock`` orders the two things that must not
-interleave: accepting an update into an open round, and closing that round. Without it an update
-could be acknowledged after the round's updates were gathered for aggregation, and an
-acknowledged update must always count.
+interleave: accepting an update into an open round (and folding it into the round's running
+sum, ``sums``), and closing that round. Without it an update could be acknowledged after the
+round's updates were gathered for aggregation, and an acknowledged update must always count.
+The fleet service's in-memory caches of the registry (``fleet_memory``) live here too.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from orchestrator.aggregation import RoundSums
 from orchestrator.config import CoordinatorConfig
 from orchestrator.events import EventLog
+from orchestrator.fleet_memory import CredentialCache, IdleIndex, SeenBuffer
 from orchestrator.metrics import FleetMetrics
 from orchestrator.storage import Storage
 from orchestrator.storage.model_store import ModelStore
+
+CREDENTIAL_TTL_S = 60.0
+"""How long a checked node credential is trusted without reading the registry again."""
+SEEN_FLUSH_S = 2.0
+"""How often buffered heartbeats are written (far below any liveness timeout)."""
 
 
 def utc_now() -> datetime:
@@ -34,6 +42,15 @@ class FleetState:
     round_lock: threading.RLock = field(init=False, default_factory=threading.RLock)
     wake: threading.Event = field(init=False, default_factory=threading.Event)
     """Set to have the conductor look at the jobs now rather than at its next tick."""
+    sums: RoundSums = field(init=False, default_factory=RoundSums)
+    credentials: CredentialCache = field(
+        init=False, default_factory=lambda: CredentialCache(CREDENTIAL_TTL_S)
+    )
+    seen: SeenBuffer = field(init=False, default_factory=lambda: SeenBuffer(SEEN_FLUSH_S))
+    idle_pulls: IdleIndex = field(init=False, default_factory=IdleIndex)
+    """Boards with no task to pull (no open assignment, no profile task)."""
+    idle_beats: IdleIndex = field(init=False, default_factory=IdleIndex)
+    """Boards with no train task handed out (nothing a heartbeat could report cancelled)."""
     clock: Callable[[], datetime] = utc_now
 
     def __post_init__(self) -> None:

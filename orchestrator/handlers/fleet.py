@@ -69,12 +69,16 @@ def authenticate(state: FleetState, node_id: str, credential: str) -> NodeRecord
     """The node ``node_id`` if ``credential`` is its credential; ``FleetError`` otherwise."""
     if not node_id:
         raise FleetError(ErrorCode.INVALID_REQUEST, "node_id is required")
+    cached = state.credentials.get(node_id, credential)
+    if cached is not None:
+        return cached
     node = state.storage.get_node(node_id)
     # One answer for an unknown node and a wrong credential: no probing for node ids.
     if node is None or not verify_credential(credential, node.credential_hash):
         raise FleetError(ErrorCode.BAD_NODE_CREDENTIAL)
     if node.status is not NodeStatus.ACTIVE:
         raise FleetError(ErrorCode.BAD_NODE_CREDENTIAL, "this node is disabled")
+    state.credentials.put(credential, node)
     return node
 
 
@@ -95,13 +99,21 @@ def heartbeat(
 ) -> Beat:
     """Record that the node is alive and what it does; say when to beat next."""
     node = authenticate(state, node_id, credential)
-    state.storage.touch_node(
-        node.id, current_task_id=current_task_id[:64] or None, rss_bytes=rss_bytes or None
+    state.seen.record(
+        node.id,
+        state.clock(),
+        current_task_id=current_task_id[:64] or None,
+        rss_bytes=rss_bytes or None,
     )
     cancelled = []
-    for assignment in state.storage.assignments_of_node(node.id, status=AssignmentStatus.SENT):
-        round_ = state.storage.get_round(assignment.round_id)
-        job = state.storage.get_job(round_.job_id) if round_ is not None else None
-        if job is not None and job.status is JobStatus.CANCELLED:
-            cancelled.append(job.id)
+    if not state.idle_beats.is_idle(node.id):
+        epoch = state.idle_beats.epoch()
+        handed_out = state.storage.assignments_of_node(node.id, status=AssignmentStatus.SENT)
+        for assignment in handed_out:
+            round_ = state.storage.get_round(assignment.round_id)
+            job = state.storage.get_job(round_.job_id) if round_ is not None else None
+            if job is not None and job.status is JobStatus.CANCELLED:
+                cancelled.append(job.id)
+        if not handed_out:
+            state.idle_beats.settle(node.id, epoch)
     return Beat(state.config.heartbeat_timeout_s / 3, sorted(set(cancelled)))

@@ -232,6 +232,8 @@ def _model_status(
 def nodes(state: FleetState, hardware_class: str) -> list[NodeView]:
     """Every node (of one hardware class, if given): liveness, memory models, active plans."""
     cutoff = state.clock() - timedelta(seconds=state.config.heartbeat_timeout_s)
+    # Heartbeats are buffered; an operator's listing shows the latest ones.
+    state.seen.flush(state.storage)
     records = state.storage.list_nodes(hardware_class=hardware_class or None)
     active = [job for job in state.storage.list_jobs() if not job.status.is_terminal]
     wanted: list[tuple[str, int]] = []

@@ -89,6 +89,8 @@ def _open_train_task(state: FleetState, node: NodeRecord) -> TrainTask | None:
             if job is None or job.status is not JobStatus.RUNNING:
                 continue
             if status is AssignmentStatus.PENDING:
+                # Before the write: a heartbeat racing it must not settle the board as idle.
+                state.idle_beats.wake(node.id)
                 assignment = state.storage.update_assignment_status(
                     assignment.id, AssignmentStatus.SENT
                 )
@@ -136,10 +138,13 @@ def _spec_of(state: FleetState, job_id: str | None) -> JobSpec | None:
 def pull_task(state: FleetState, node_id: str, credential: str) -> Task:
     """The node's next task; pulling also counts as a heartbeat of an idle node."""
     node = authenticate(state, node_id, credential)
-    state.storage.touch_node(node.id)
-    task: Task | None = _open_train_task(state, node) or _open_profile_task(state, node)
-    if task is not None:
-        return task
+    state.seen.record(node.id, state.clock())
+    if not state.idle_pulls.is_idle(node.id):
+        epoch = state.idle_pulls.epoch()
+        task: Task | None = _open_train_task(state, node) or _open_profile_task(state, node)
+        if task is not None:
+            return task
+        state.idle_pulls.settle(node.id, epoch)
     return NoTask(retry_after_s=state.config.idle_pull_interval_s)
 
 

@@ -8,7 +8,7 @@ raise ``StorageConflict``. Both are ``StorageError``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -33,6 +33,7 @@ from orchestrator.storage.records import (
     NewUpdate,
     NodePlanRecord,
     NodeRecord,
+    NodeSeen,
     NodeStatus,
     ProfileTaskRecord,
     ProfileTaskStatus,
@@ -62,6 +63,10 @@ class Storage(Protocol):
         ``current_task_id`` and ``rss_bytes`` are always written: ``None`` clears them, since a
         heartbeat that names no task means the node is idle now.
         """
+        ...
+
+    def touch_nodes(self, seen: Mapping[str, NodeSeen]) -> None:
+        """``touch_node`` for many nodes in one transaction; nodes that do not exist are skipped."""
         ...
 
     def set_node_status(self, node_id: str, status: NodeStatus) -> NodeRecord: ...

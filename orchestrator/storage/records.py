@@ -172,6 +172,15 @@ class NodeRecord:
 
 
 @dataclass(frozen=True)
+class NodeSeen:
+    """A sighting of a node, as ``Storage.touch_nodes`` writes it (see ``touch_node``)."""
+
+    seen_at: datetime
+    current_task_id: str | None = None
+    rss_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class NewMemoryModel:
     hardware_class: str
     model: str

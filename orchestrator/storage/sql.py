@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from sqlalchemy import CursorResult, Select, func, select, update
+from sqlalchemy import CursorResult, Select, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +47,7 @@ from orchestrator.storage.records import (
     NewUpdate,
     NodePlanRecord,
     NodeRecord,
+    NodeSeen,
     NodeStatus,
     ProfileTaskRecord,
     ProfileTaskStatus,
@@ -176,6 +177,38 @@ class SqlStorage:
             assert isinstance(result, CursorResult)
             if result.rowcount == 0:
                 raise StorageNotFound(f"no node {node_id!r}")
+
+    def touch_nodes(self, seen: Mapping[str, NodeSeen]) -> None:
+        rows = []
+        for node_id, sighting in seen.items():
+            _aware("seen_at", sighting.seen_at)
+            _fits("current_task_id", sighting.current_task_id, schema.Node.current_task_id)
+            if sighting.rss_bytes is not None and sighting.rss_bytes < 0:
+                raise ValueError(f"rss_bytes must be >= 0, got {sighting.rss_bytes}")
+            rows.append(
+                {
+                    "node": node_id,
+                    "seen": sighting.seen_at,
+                    "task": sighting.current_task_id,
+                    "rss": sighting.rss_bytes,
+                }
+            )
+        if not rows:
+            return
+        nodes = schema.Node.__table__
+        assert isinstance(nodes, Table), "a declarative class maps one table"
+        # One executemany of a plain UPDATE: a heartbeat batch is a single write transaction.
+        statement = (
+            update(nodes)
+            .where(nodes.c.id == bindparam("node"))
+            .values(
+                last_seen_at=bindparam("seen", type_=nodes.c.last_seen_at.type),
+                current_task_id=bindparam("task", type_=nodes.c.current_task_id.type),
+                rss_bytes=bindparam("rss", type_=nodes.c.rss_bytes.type),
+            )
+        )
+        with self._writes.begin() as session:
+            session.connection().execute(statement, rows)
 
     def set_node_status(self, node_id: str, status: NodeStatus) -> NodeRecord:
         with self._writes.begin() as session:

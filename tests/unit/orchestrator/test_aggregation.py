@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from orchestrator.aggregation import AggregationError, AggregationRule, Update, aggregate
+from orchestrator import aggregation
+from orchestrator.aggregation import (
+    AggregationError,
+    AggregationRule,
+    RunningSum,
+    Update,
+    aggregate,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -118,3 +125,49 @@ def test_nothing_valid_is_an_error(tmp_path: Path, model_path: Path) -> None:
     with pytest.raises(AggregationError, match="no valid update"):
         aggregate(model_path, [Update(garbage, 1)], AggregationRule.FEDAVG, tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_running_sum_is_fedavg_and_a_bad_update_leaves_it_untouched(
+    tmp_path: Path, model_path: Path
+) -> None:
+    deltas = _deltas(tmp_path, 3)
+    half_bad = {k: v.copy() for k, v in deltas[0].items()}
+    half_bad["conv.weight"][-1, -1, -1, -1] = np.inf
+    bad = _write(tmp_path / "bad.safetensors", half_bad)
+    updates = [Update(tmp_path / f"u{i}.safetensors", n) for i, n in enumerate((3, 5, 8))]
+    running = RunningSum(model_path)
+
+    verdicts = [running.fold("u0", updates[0]), running.fold("bad", Update(bad, 4))]
+    verdicts += [running.fold(f"u{i}", updates[i]) for i in (1, 2)]
+    running.write(tmp_path / "running")
+    aggregate(model_path, updates, AggregationRule.FEDAVG, tmp_path / "batch")
+
+    assert [v is None for v in verdicts] == [True, False, True, True]
+    assert running.keys == {"u0", "u1", "u2"} and running.total_samples == 16
+    folded, batch = load_file(str(tmp_path / "running")), load_file(str(tmp_path / "batch"))
+    np.testing.assert_allclose(folded["conv.weight"], batch["conv.weight"], rtol=1e-6)
+
+
+def test_coordinate_rules_read_block_by_block_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = {"fc.weight": RNG.standard_normal((50, 7)).astype(np.float32)}
+    model_path = _write(tmp_path / "global.safetensors", base)
+    stacked = RNG.standard_normal((5, 50, 7)).astype(np.float32)
+    updates = [
+        Update(_write(tmp_path / f"u{i}.safetensors", {"fc.weight": stacked[i]}), 1)
+        for i in range(5)
+    ]
+    # Blocks of 3 rows of every update: the tensor is read in 17 pieces.
+    monkeypatch.setattr(aggregation, "_BLOCK_BYTES", 5 * 7 * 8 * 3)
+
+    aggregate(model_path, updates, AggregationRule.MEDIAN, tmp_path / "median")
+    aggregate(model_path, updates, AggregationRule.TRIMMED_MEAN, tmp_path / "trim", 0.2)
+
+    wide = stacked.astype(np.float64)
+    median = base["fc.weight"] + np.median(wide, axis=0)
+    trimmed = base["fc.weight"] + np.sort(wide, axis=0)[1:4].mean(axis=0)
+    got_median = load_file(str(tmp_path / "median"))["fc.weight"]
+    got_trimmed = load_file(str(tmp_path / "trim"))["fc.weight"]
+    np.testing.assert_allclose(got_median, median.astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(got_trimmed, trimmed.astype(np.float32), rtol=1e-6)

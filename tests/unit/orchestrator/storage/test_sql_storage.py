@@ -26,6 +26,7 @@ from orchestrator.storage import (
     NewRound,
     NewUpdate,
     NodeRecord,
+    NodeSeen,
     NodeStatus,
     ProfileTaskStatus,
     RoundRecord,
@@ -189,6 +190,32 @@ class TestNodes:
         assert (busy.current_task_id, busy.rss_bytes) == ("assignment-7", 612 << 20)
         assert (idle.current_task_id, idle.rss_bytes) == (None, None)
         assert idle.last_seen_at > busy.last_seen_at > node.last_seen_at
+
+    def test_a_batch_of_heartbeats_is_written_at_once(self, storage: SqlStorage) -> None:
+        pi, xu = _node(storage, "pi"), _node(storage, "xu", XU4)
+        seen = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+        storage.touch_nodes(
+            {
+                pi.id: NodeSeen(seen, "train-4", 300 << 20),
+                xu.id: NodeSeen(seen + timedelta(seconds=1)),
+                "missing": NodeSeen(seen),
+            }
+        )
+
+        found_pi, found_xu = storage.get_node(pi.id), storage.get_node(xu.id)
+        assert found_pi is not None and found_xu is not None
+        assert (found_pi.last_seen_at, found_pi.current_task_id, found_pi.rss_bytes) == (
+            seen,
+            "train-4",
+            300 << 20,
+        )
+        assert (found_xu.last_seen_at, found_xu.current_task_id) == (
+            seen + timedelta(seconds=1),
+            None,
+        )
+        with pytest.raises(ValueError, match="rss_bytes"):
+            storage.touch_nodes({pi.id: NodeSeen(seen, rss_bytes=-1)})
 
     def test_a_heartbeat_refuses_what_its_columns_cannot_hold(self, storage: SqlStorage) -> None:
         node = _node(storage)

@@ -1,0 +1,303 @@
+"""A round's data path for boards: global weights down, weight updates up.
+
+An update is judged in this order, cheapest first, so that a late or duplicate update costs no
+transfer: the task must be this node's assignment for the round it names; the round must still
+be open (else late); the node must not have delivered already (else duplicate); then the chunks
+are received and checksummed; then the update is checked against the round's global model (names,
+shapes, dtypes; finite values). The verdict is recorded, under the round lock, before it is sent:
+an acknowledged update is durable and counts even if the coordinator restarts right after.
+
+For FedAvg the check and the aggregation share one read: under the round lock the update is
+folded into the round's running sum (``RunningSum``) as it is checked, so closing the round reads
+no update again. The stored update files stay the durable record: a restarted coordinator (or a
+sum dropped after a failed write) rebuilds the sum from the updates the registry holds accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.aggregation import AggregationRule, Problem, RunningSum, Update, check_update
+from orchestrator.errors import ErrorCode, FleetError, RejectedUpdate, Rejection
+from orchestrator.events import EventKind
+from orchestrator.handlers.fleet import authenticate
+from orchestrator.handlers.tasks import TRAIN_PREFIX
+from orchestrator.handlers.transfers import (
+    BlobHeader,
+    OutgoingBlob,
+    receive_blob,
+    send_blob,
+    starting_model,
+)
+from orchestrator.job_spec import JobSpec
+from orchestrator.state import FleetState
+from orchestrator.storage import StorageConflict
+from orchestrator.storage.records import (
+    AssignmentRecord,
+    AssignmentStatus,
+    NewUpdate,
+    NodeRecord,
+    RoundRecord,
+    RoundStatus,
+    UpdateStatus,
+)
+
+_LOG = logging.getLogger(__name__)
+_SLACK_BYTES = 1 << 20
+"""An update may exceed its global model by this much (safetensors headers differ in length)."""
+_PROBLEMS = {
+    Problem.SHAPE: Rejection.WRONG_SHAPE,
+    Problem.NON_FINITE: Rejection.NON_FINITE,
+    Problem.FORMAT: Rejection.BAD_FORMAT,
+    Problem.SAMPLES: Rejection.WRONG_SHAPE,
+}
+_TRANSFER_ERRORS = {
+    ErrorCode.CHECKSUM_MISMATCH: Rejection.CHECKSUM,
+    ErrorCode.TOO_LARGE: Rejection.TOO_LARGE,
+    ErrorCode.BAD_FORMAT: Rejection.BAD_FORMAT,
+}
+
+
+@dataclass(frozen=True)
+class UpdateHeader:
+    node_id: str
+    task_id: str
+    job_id: str
+    round: int
+    num_samples: int
+    measured_peak_bytes: int
+    train_loss: float
+    train_duration_s: float
+    blob: BlobHeader
+
+
+@dataclass(frozen=True)
+class UploadVerdict:
+    rejection: RejectedUpdate | None
+    received_bytes: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.rejection is None
+
+
+def _assignment(
+    state: FleetState, node: NodeRecord, header: UpdateHeader
+) -> tuple[AssignmentRecord, RoundRecord] | None:
+    suffix = header.task_id.removeprefix(TRAIN_PREFIX)
+    if not header.task_id.startswith(TRAIN_PREFIX) or not suffix.isdigit():
+        return None
+    assignment = state.storage.get_assignment(int(suffix))
+    if assignment is None or assignment.node_id != node.id:
+        return None
+    round_ = state.storage.get_round(assignment.round_id)
+    if round_ is None or round_.job_id != header.job_id or round_.number != header.round:
+        return None
+    return assignment, round_
+
+
+def _closed(state: FleetState, round_: RoundRecord) -> bool:
+    return round_.status is not RoundStatus.OPEN or state.clock() >= round_.deadline_at
+
+
+def upload_update(
+    state: FleetState,
+    credential: str,
+    header: UpdateHeader,
+    chunks: Iterable[tuple[int, bytes]],
+) -> UploadVerdict:
+    node = authenticate(state, header.node_id, credential)
+    if header.num_samples < 1:
+        raise FleetError(ErrorCode.INVALID_REQUEST, "must be at least 1", "header.num_samples")
+    found = _assignment(state, node, header)
+    if found is None:
+        return _reject(
+            state,
+            None,
+            node,
+            header,
+            Rejection.NOT_ASSIGNED,
+            f"{header.task_id!r} is not "
+            f"this node's task for round {header.round} of job {header.job_id}",
+        )
+    assignment, round_ = found
+    if _closed(state, round_):
+        return _reject(state, round_, node, header, Rejection.LATE, "the round has closed")
+    if any(update.node_id == node.id for update in state.storage.list_updates(round_.id)):
+        return _reject(
+            state, round_, node, header, Rejection.DUPLICATE, "this node already delivered"
+        )
+    base = starting_model(state, round_.job_id, round_.number)
+    max_bytes = state.model_store.size_bytes(base.digest) + _SLACK_BYTES
+    try:
+        digest = receive_blob(state, header.blob, chunks, max_bytes=max_bytes, kind="update")
+    except FleetError as exc:
+        reason = _TRANSFER_ERRORS.get(exc.code)
+        if reason is None:
+            raise
+        return _reject(state, round_, node, header, reason, exc.public_message)
+    base_path = state.model_store.path(base.digest)
+    update = Update(state.model_store.path(digest), header.num_samples)
+    spec = job_spec(state, round_.job_id)
+    folds = spec.aggregation is AggregationRule.FEDAVG
+    # The coordinate-wise rules read every update again at aggregation; FedAvg reads it once,
+    # below, checking it and folding it into the round's running sum together.
+    problem = None if folds else check_update(base_path, update)
+    with state.round_lock:
+        current = state.storage.get_round(round_.id)
+        assert current is not None, "rounds are never deleted while their job exists"
+        if _closed(state, current):
+            return _reject(state, current, node, header, Rejection.LATE, "the round has closed")
+        if folds:
+            problem = round_sum(state, current.id, base_path).fold(node.id, update)
+        verdict = None if problem is None else RejectedUpdate(_PROBLEMS[problem[0]], problem[1])
+        try:
+            state.storage.record_update(
+                NewUpdate(
+                    round_id=round_.id,
+                    node_id=node.id,
+                    num_samples=header.num_samples,
+                    measured_peak_bytes=header.measured_peak_bytes or None,
+                    blob_digest=digest,
+                    status=UpdateStatus.ACCEPTED if verdict is None else UpdateStatus.REJECTED,
+                    reason=None if verdict is None else verdict.reason.value,
+                    train_loss=header.train_loss if math.isfinite(header.train_loss) else None,
+                    train_duration_s=_non_negative(header.train_duration_s),
+                )
+            )
+        except BaseException as exc:
+            # The sum may now hold an update the registry does not: drop it, and the next
+            # upload or the aggregation rebuilds it from the recorded updates.
+            state.sums.pop(round_.id)
+            if isinstance(exc, StorageConflict):
+                return _reject(
+                    state, round_, node, header, Rejection.DUPLICATE, "this node already delivered"
+                )
+            raise
+        state.storage.update_assignment_status(assignment.id, AssignmentStatus.DONE)
+        wake = _may_close(state, current, spec)
+    _announce(state, round_, node, header, verdict, assignment.predicted_peak_bytes)
+    if verdict is None and header.measured_peak_bytes:
+        state.metrics.measured_peak.labels(round_.job_id, node.id, node.hardware_class).set(
+            header.measured_peak_bytes
+        )
+    if wake:
+        state.wake.set()
+    return UploadVerdict(verdict, header.blob.total_bytes)
+
+
+def job_spec(state: FleetState, job_id: str) -> JobSpec:
+    job = state.storage.get_job(job_id)
+    assert job is not None, "a round's job exists (cascading delete)"
+    return JobSpec.from_dict(json.loads(job.spec_json))
+
+
+def round_sum(state: FleetState, round_id: int, base_path: Path) -> RunningSum:
+    """The running FedAvg sum of round ``round_id``; rebuilt from its recorded updates if need be.
+
+    Call under ``state.round_lock``. After a restart (or a dropped sum) every update the registry
+    holds as accepted is folded in again from the model store, so each acknowledged update counts.
+    """
+    running = state.sums.get(round_id)
+    if running is not None and running.global_path == base_path:
+        return running
+    running = RunningSum(base_path)
+    for record in state.storage.list_updates(round_id, status=UpdateStatus.ACCEPTED):
+        problem = running.fold(
+            record.node_id,
+            Update(state.model_store.path(record.blob_digest or ""), record.num_samples),
+        )
+        if problem is not None:
+            # It passed when it arrived: the stored file changed since, which content
+            # addressing rules out short of disk damage. It cannot count; say so loudly.
+            _LOG.error(
+                "round %d: accepted update of %s unusable: %s", round_id, record.node_id, problem[1]
+            )
+    state.sums.put(round_id, running)
+    return running
+
+
+def _may_close(state: FleetState, round_: RoundRecord, spec: JobSpec) -> bool:
+    """Whether the conductor should look now: the round reached its quorum or all answered.
+
+    Waking it on every update cost a full look at the job per upload (the conductor still ticks
+    every ``tick_s``, which catches the rarer case of a board that reported a failure).
+    """
+    updates = state.storage.list_updates(round_.id)
+    accepted = sum(1 for update in updates if update.status is UpdateStatus.ACCEPTED)
+    quorum = min(spec.min_nodes, max(round_.num_selected_nodes, 1))
+    return accepted >= quorum or len(updates) >= round_.num_selected_nodes
+
+
+def _non_negative(value: float) -> float | None:
+    """A board's own figure, kept only when it makes sense (it never fails the upload)."""
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _reject(
+    state: FleetState,
+    round_: RoundRecord | None,
+    node: NodeRecord,
+    header: UpdateHeader,
+    reason: Rejection,
+    message: str,
+) -> UploadVerdict:
+    verdict = RejectedUpdate(reason, message)
+    if round_ is not None:
+        _announce(state, round_, node, header, verdict)
+    else:
+        state.metrics.updates.labels("rejected", reason.value).inc()
+    return UploadVerdict(verdict, 0)
+
+
+def _announce(
+    state: FleetState,
+    round_: RoundRecord,
+    node: NodeRecord,
+    header: UpdateHeader,
+    verdict: RejectedUpdate | None,
+    predicted_peak_bytes: int = 0,
+) -> None:
+    accepted = verdict is None
+    state.metrics.updates.labels(
+        "accepted" if accepted else "rejected", "" if verdict is None else verdict.reason.value
+    ).inc()
+    payload: dict[str, object] = {
+        "round": round_.number,
+        "node_id": node.id,
+        "accepted": accepted,
+        "num_samples": header.num_samples,
+        "measured_peak_bytes": header.measured_peak_bytes,
+        "predicted_peak_bytes": predicted_peak_bytes,
+        "train_loss": header.train_loss if math.isfinite(header.train_loss) else 0.0,
+    }
+    if verdict is not None:
+        payload["reason"] = verdict.reason.value
+        payload["message"] = verdict.message
+    state.events.append(round_.job_id, EventKind.UPDATE_RECEIVED, payload)
+
+
+def download_weights(
+    state: FleetState,
+    node_id: str,
+    credential: str,
+    job_id: str,
+    round_number: int,
+    max_chunk_bytes: int,
+) -> OutgoingBlob:
+    """The global weights round ``round_number`` of ``job_id`` starts from, for a selected node."""
+    node = authenticate(state, node_id, credential)
+    round_ = state.storage.get_round_by_number(job_id, round_number) if job_id else None
+    if round_ is None:
+        raise FleetError(ErrorCode.UNKNOWN_ROUND, f"job {job_id!r} has no round {round_number}")
+    if not any(a.node_id == node.id for a in state.storage.list_assignments(round_.id)):
+        raise FleetError(
+            ErrorCode.NOT_ASSIGNED, f"round {round_number} of job {job_id} did not select it"
+        )
+    weights = starting_model(state, job_id, round_number)
+    return send_blob(state, weights.digest, max_chunk_bytes, "weights")

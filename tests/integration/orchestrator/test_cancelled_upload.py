@@ -1,0 +1,95 @@
+"""A board that gives up on an upload half-way is a cancelled call, not a coordinator error."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgefleet.transfer import blob_info
+from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
+from tests.integration.orchestrator.fleet import (
+    coordinator,
+    model_bytes,
+    pull_each,
+    server_of,
+    train,
+    weights,
+)
+
+
+def _sample(metrics_port: int, name: str, labels: dict[str, str]) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def _wait_for(metrics_port: int, name: str, labels: dict[str, str]) -> None:
+    deadline = time.monotonic() + 20
+    while _sample(metrics_port, name, labels) <= 0:
+        assert time.monotonic() < deadline, f"{name}{labels} never counted"
+        time.sleep(0.05)
+
+
+def test_a_cancelled_upload_ends_as_cancelled_and_the_board_can_upload_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator")
+    with coordinator(tmp_path, metrics_port=0) as fleet:
+        port = server_of(fleet).metrics_port
+        assert port is not None
+        board = fleet.board("pi-1")
+        fleet.submit(model_bytes(weights()), num_rounds=1)
+        task = pull_each([board])[0]
+        board.download_weights(task.train.job_id, task.train.round)
+        delta = {
+            k: np.full_like(v, 0.5) if v.dtype.kind == "f" else v for k, v in weights().items()
+        }
+        data = model_bytes(delta)
+        header = fleet_pb2.UpdateHeader(
+            node_id=board.node_id,
+            task_id=task.task_id,
+            job_id=task.train.job_id,
+            round=task.train.round,
+            num_samples=8,
+            blob=blob_info(data),
+        )
+        hold = threading.Event()
+
+        def half_an_upload() -> Iterator[fleet_pb2.UploadUpdateRequest]:
+            yield fleet_pb2.UploadUpdateRequest(header=header)
+            yield fleet_pb2.UploadUpdateRequest(
+                chunk=common_pb2.Chunk(offset_bytes=0, data=data[:100])
+            )
+            hold.wait(30)
+
+        stub = fleet_pb2_grpc.FleetServiceStub(fleet.channel)
+        call = stub.UploadUpdate.future(
+            half_an_upload(), metadata=[("authorization", f"Bearer {board.credential}")]
+        )
+        _wait_for(port, "edgefleet_received_bytes_total", {"kind": "update"})
+
+        call.cancel()
+        _wait_for(
+            port, "edgefleet_rpc_requests_total", {"method": "UploadUpdate", "code": "CANCELLED"}
+        )
+        hold.set()
+        retried = train(board, task, delta)
+
+    assert retried.accepted, retried.rejection.message
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(
+        r.name == "orchestrator.interceptors" and "cancelled" in r.getMessage()
+        for r in caplog.records
+    )
