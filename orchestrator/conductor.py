@@ -17,6 +17,9 @@ coordinator carries on where the last one stopped:
    has answered, or at its deadline; it is aggregated into the next model version (a round with
    no accepted update fails and leaves the model as it was);
 6. after the last round the job succeeds with its latest model as the final one.
+
+Steps 1 and 2 run between rounds only: while a round is open a look only checks whether it can
+close (boards that join meanwhile are profiled and planned for the next round).
 """
 
 from __future__ import annotations
@@ -129,6 +132,19 @@ class Conductor:
     def _advance(self, job: JobRecord) -> None:
         state = self._state
         spec = JobSpec.from_dict(json.loads(job.spec_json))
+        current = None
+        if job.status is JobStatus.RUNNING:
+            rounds = state.storage.list_rounds(job.id)
+            current = rounds[-1] if rounds else None
+            # A round in progress needs no profiles or plans (they are for the next round), and
+            # this look runs every tick while boards upload: keep it to the round.
+            if current is not None and current.status is RoundStatus.OPEN:
+                self._open_rounds.add(current.id)
+                self._maybe_close(job, spec, current)
+                return
+            if current is not None and current.status is RoundStatus.AGGREGATING:
+                self._aggregate(job, spec, current)
+                return
         now = state.clock()
         cutoff = now - timedelta(seconds=state.config.heartbeat_timeout_s)
         live = [n for n in state.storage.nodes_seen_since(cutoff) if n.status is NodeStatus.ACTIVE]
@@ -142,15 +158,6 @@ class Conductor:
                 self._set_state(job, JobStatus.RUNNING, "")
             else:
                 self._say(job, _waiting(len(planned), spec.min_nodes))
-            return
-        rounds = state.storage.list_rounds(job.id)
-        current = rounds[-1] if rounds else None
-        if current is not None and current.status is RoundStatus.OPEN:
-            self._open_rounds.add(current.id)
-            self._maybe_close(job, spec, current)
-            return
-        if current is not None and current.status is RoundStatus.AGGREGATING:
-            self._aggregate(job, spec, current)
             return
         number = 0 if current is None else current.number + 1
         if number >= spec.rounds:

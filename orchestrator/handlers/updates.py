@@ -128,7 +128,8 @@ def upload_update(
     assignment, round_ = found
     if _closed(state, round_):
         return _reject(state, round_, node, header, Rejection.LATE, "the round has closed")
-    if any(update.node_id == node.id for update in state.storage.list_updates(round_.id)):
+    # A recorded update marks its assignment done (a race past this is a StorageConflict below).
+    if assignment.status is AssignmentStatus.DONE:
         return _reject(
             state, round_, node, header, Rejection.DUPLICATE, "this node already delivered"
         )
@@ -153,8 +154,9 @@ def upload_update(
         assert current is not None, "rounds are never deleted while their job exists"
         if _closed(state, current):
             return _reject(state, current, node, header, Rejection.LATE, "the round has closed")
-        if folds:
-            problem = round_sum(state, current.id, base_path).fold(node.id, update)
+        running = round_sum(state, current.id, base_path) if folds else None
+        if running is not None:
+            problem = running.fold(node.id, update)
         verdict = None if problem is None else RejectedUpdate(_PROBLEMS[problem[0]], problem[1])
         try:
             state.storage.record_update(
@@ -180,7 +182,7 @@ def upload_update(
                 )
             raise
         state.storage.update_assignment_status(assignment.id, AssignmentStatus.DONE)
-        wake = _may_close(state, current, spec)
+        wake = _may_close(state, current, spec, None if running is None else len(running.keys))
     _announce(state, round_, node, header, verdict, assignment.predicted_peak_bytes)
     if verdict is None and header.measured_peak_bytes:
         state.metrics.measured_peak.labels(round_.job_id, node.id, node.hardware_class).set(
@@ -222,16 +224,21 @@ def round_sum(state: FleetState, round_id: int, base_path: Path) -> RunningSum:
     return running
 
 
-def _may_close(state: FleetState, round_: RoundRecord, spec: JobSpec) -> bool:
-    """Whether the conductor should look now: the round reached its quorum or all answered.
+def _may_close(state: FleetState, round_: RoundRecord, spec: JobSpec, accepted: int | None) -> bool:
+    """Whether the conductor should look now: the round may have reached its quorum or heard
+    from every board. ``accepted``: the count the caller knows (a running sum's), else queried.
 
-    Waking it on every update cost a full look at the job per upload (the conductor still ticks
-    every ``tick_s``, which catches the rarer case of a board that reported a failure).
+    Waking it on every update cost a full look at the job per upload. The conductor still ticks
+    every ``tick_s``, which catches the rarer endings this misses (every board answered, some
+    with a rejected update or a reported failure).
     """
-    updates = state.storage.list_updates(round_.id)
-    accepted = sum(1 for update in updates if update.status is UpdateStatus.ACCEPTED)
     quorum = min(spec.min_nodes, max(round_.num_selected_nodes, 1))
-    return accepted >= quorum or len(updates) >= round_.num_selected_nodes
+    if accepted is None:
+        updates = state.storage.list_updates(round_.id)
+        accepted = sum(1 for update in updates if update.status is UpdateStatus.ACCEPTED)
+        if len(updates) >= round_.num_selected_nodes:
+            return True
+    return accepted >= quorum or accepted >= round_.num_selected_nodes
 
 
 def _non_negative(value: float) -> float | None:
