@@ -60,8 +60,10 @@ class PlanRequest:
     """The batch asked for; ``None`` asks for the largest that fits within ``max_overhead``."""
     max_overhead: float = 1.5
     """Largest step time per sample allowed, relative to store-all's at the same batch."""
-    margin: float = 0.05
-    """Fraction of the budget kept free."""
+    margin: float = 0.1
+    """Fraction kept free of what the budget leaves above the runtime baseline: the margin is for
+    the prediction's error, and only the training above the measured baseline is predicted (a
+    share of the whole budget would eat most of a small board's training room)."""
     slots: int = DEFAULT_SLOTS
     max_batch_size: int = 4096
 
@@ -170,7 +172,8 @@ class _Planner:
         )
 
     def usable_bytes(self) -> float:
-        return self.request.budget_bytes * (1 - self.request.margin)
+        baseline = self.facts.runtime_baseline_bytes
+        return baseline + (self.request.budget_bytes - baseline) * (1 - self.request.margin)
 
     def activation_budget(self, batch_size: int) -> float:
         """The largest activation peak (input included) that keeps the process within budget.
@@ -269,7 +272,10 @@ class _Planner:
 
     def nothing_fits(self) -> PlanError:
         needed = self.least_activation_budget(self.option(1).chain)
-        required = math.ceil(self.terms(1, needed).total / (1 - self.request.margin))
+        baseline = self.facts.runtime_baseline_bytes
+        training = self.terms(1, needed).total - baseline
+        # One byte over the exact quotient: the check (usable_bytes) multiplies back in floats.
+        required = baseline + math.ceil(training / (1 - self.request.margin)) + 1
         shortfall = max(required - self.request.budget_bytes, 1)
         return PlanError(
             f"nothing fits in {format_size(self.request.budget_bytes)}, not even batch 1 with "

@@ -21,24 +21,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _RESET_PEAK_RSS = "5"
 
-# The board's runtime baseline: the modules named (torch and torchvision, or the agent's own
-# module) and nothing else (importing this module would bring in what the caller loaded).
+# The board's runtime baseline: torch and torchvision, and nothing else (importing this module
+# would bring in the ``checkpointing`` package, whose solvers load numba).
 _BASELINE_CODE = (
-    "import importlib, sys\n"
-    "for name in sys.argv[1:]:\n"
-    "    importlib.import_module(name)\n"
+    "import torch, torchvision\n"
     "for line in open('/proc/self/status'):\n"
     "    if line.startswith('VmRSS:'):\n"
     "        print(int(line.split()[1]) * 1024)\n"
 )
-RUNTIME_MODULES = ("torch", "torchvision")
 
 
 class ProcessMemoryError(RuntimeError):
@@ -85,18 +81,14 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def runtime_baseline_bytes(
-    python: str = sys.executable,
-    timeout_s: float = 300.0,
-    modules: Sequence[str] = RUNTIME_MODULES,
-) -> int:
-    """RSS of a fresh interpreter right after importing ``modules`` (torch and torchvision).
+def runtime_baseline_bytes(python: str = sys.executable, timeout_s: float = 300.0) -> int:
+    """RSS of a fresh interpreter right after ``import torch, torchvision``.
 
     Measured in a child so that nothing the caller holds (a model, a dataset, pytest) pollutes
     it. ``ProcessMemoryError`` with the child's error output if the child fails.
     """
     completed = subprocess.run(
-        [python, "-c", _BASELINE_CODE, *modules],
+        [python, "-c", _BASELINE_CODE],
         capture_output=True,
         text=True,
         timeout=timeout_s,

@@ -72,6 +72,18 @@ class JobsClient:
                 attempts += 1
                 time.sleep(min(2.0**attempts, _FOLLOW_MAX_WAIT_S))
 
+    def watch_for(
+        self, job_id: str, timeout_s: float, after_sequence: int = 0
+    ) -> Iterator[jobs_pb2.JobEvent]:
+        """A job's events after ``after_sequence`` for at most ``timeout_s`` (or until the job
+        ends): for callers that look at other things between events."""
+        request = jobs_pb2.WatchJobRequest(job_id=job_id, after_sequence=after_sequence)
+        try:
+            yield from self._stub.WatchJob(request, metadata=self._metadata, timeout=timeout_s)
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+
     def download_model(self, job_id: str, version: int | None = None) -> bytes:
         """A job's model (the latest version unless one is named), checked against its digest
         (``edgefleet.transfer.TransferError`` if it does not check out)."""

@@ -50,7 +50,7 @@ def _write_json(path: Path, data: object) -> None:
 
 def memory_model(name: str, num_classes: int, report: Report) -> MemoryModel:
     """The fitted memory model of ``name``, measured now if it is not in the cache."""
-    from checkpointing.sampling import fit_model
+    from checkpointing.profile_sizes import fit_model
 
     path = cache_root() / "memory-models" / f"{name}-{num_classes}-{_torch_tag()}.json"
     cached = _read_json(path)

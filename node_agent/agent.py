@@ -37,6 +37,7 @@ from node_agent.frames import FramesError, load_frames, native_side
 from node_agent.hardware import detect
 from node_agent.outbox import Outbox, PendingUpdate
 from node_agent.profiling import run_profile
+from node_agent.runtime import warm_up
 from node_agent.trainer import InvalidTask, MemoryGuardTripped, TaskStopped, train_round
 from node_agent.weights import WeightsError, load_into, read_state_dict, weights_file
 from protos.edgefleet.v1 import common_pb2, fleet_pb2
@@ -73,6 +74,7 @@ class Agent:
         self._stop = stop
         if config.threads:
             torch.set_num_threads(config.threads)
+        warm_up()
         self._channel = open_channel(config.coordinator, config.tls)
         self._client = FleetClient(self._channel)
         self._outbox = Outbox(config.data_dir)
@@ -322,8 +324,7 @@ class Agent:
             except FramesError as error:
                 fail(fleet_pb2.FAILURE_KIND_NO_DATA, str(error))
                 return
-            budget = self._config.memory_budget_bytes or task.plan.budget_bytes
-            limit = int(budget * (1 - self._config.memory_margin)) if budget else 1 << 62
+            limit = self._guard_bytes(task.plan.budget_bytes)
             _LOG.info(
                 "round %d of job %s: batch %d x %d, %d steps, %s, predicted peak %d bytes",
                 task.round,
@@ -371,6 +372,16 @@ class Agent:
             self._deliver(pending, result.update)
         finally:
             self._current_task, self._current_job = "", ""
+
+    def _guard_bytes(self, planned_budget_bytes: int) -> int:
+        """Where the memory guard stops a task: the margin is taken from the training share
+        above the runtime baseline, as the planner's is, and is the smaller of the two, so that
+        a plan kept within the planner's margin never trips the guard."""
+        budget = self._config.memory_budget_bytes or planned_budget_bytes
+        if not budget:
+            return 1 << 62
+        share = max(budget - self.runtime_baseline_bytes, 0)
+        return self.runtime_baseline_bytes + int(share * (1 - self._config.memory_margin))
 
     def _failure_reporter(self, task_id: str, task: fleet_pb2.TrainTask) -> Callable[..., None]:
         def fail(kind: fleet_pb2.FailureKind.ValueType, message: str, peak: int = 0) -> None:

@@ -28,7 +28,8 @@ class AgentConfig:
     name: str = ""
     tls: TlsFiles | None = None
     memory_margin: float = 0.03
-    """A training pass whose peak comes this close to the budget (fraction) ends the task."""
+    """A training pass whose peak comes within this fraction of the training share (the budget
+    above the runtime baseline) of the budget ends the task; less than the planner's margin."""
     backoff_cap_s: float = 30.0
     threads: int = 0
     """torch's intra-op threads; 0: the cores this process may use. Boards sharing one machine

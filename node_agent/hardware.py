@@ -1,8 +1,9 @@
 """What a board is, as the agent measures it: RAM, cores, CPU model, architecture, accelerator.
 
 The runtime baseline, the resident memory of this process once its libraries are imported and
-its frames are loaded but before any model exists, is read from the kernel at startup: it is
-what every training step sits on, and the planner counts it as a fixed term of the budget.
+warmed up (``node_agent.runtime``) and its frames loaded, but before any model exists, is read
+from the kernel at startup: it is what every training step sits on, and the planner counts it
+as a fixed term of the budget.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Profile tasks: measure a model's stages on this board, for the coordinator's memory model.
 
-The engine profiles the model's chain (``checkpointing.sampling``) at every (batch size, image
+The engine profiles the model's chain (``checkpointing.profile_sizes``) at every (batch size, image
 size) pair the task names. For a job's student the board also measures what its allocator holds
 beyond live tensors during training steps at two batch sizes, in this process: a board has no
 room for a second process of its size, and this process is the one that will train. The
@@ -21,7 +21,7 @@ from checkpointing.meter import memory_meter
 from checkpointing.models import build_model
 from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 from checkpointing.profile import ChainProfile
-from checkpointing.sampling import profile_samples
+from checkpointing.profile_sizes import profile_samples
 from checkpointing.steps import unique_storage_bytes
 from checkpointing.training import optimizer_for
 from protos.edgefleet.v1 import fleet_pb2

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edgefleet.commands.options import memory_budget_bytes
-from edgefleet.commands.output import fail
+from edgefleet.commands.output import fail, print_json
 from edgefleet.commands.service import start_service
 
 app = typer.Typer(help="Run a board's agent.", no_args_is_help=True)
@@ -84,3 +84,25 @@ def run(
         fail(f"the coordinator at {coordinator} refused the enrollment token: {exc}")
     except ValueError as exc:
         fail(str(exc))
+
+
+@app.command("baseline")
+def baseline(
+    threads: Annotated[
+        int, typer.Option("--threads", help="torch threads, as the agent will run.")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure what a fresh agent process holds once its runtime is warm, before any frame or
+    model: a board's memory budget must leave room for training above it."""
+    if threads < 0:
+        fail(f"--threads must not be negative, got {threads}")
+    import node_agent.agent  # noqa: F401 - what the agent's process loads is its baseline
+    from checkpointing.units import format_size
+    from node_agent.runtime import warmed_baseline_bytes
+
+    measured = warmed_baseline_bytes(threads)
+    if as_json:
+        print_json({"runtime_baseline_bytes": measured})
+        return
+    typer.echo(f"runtime baseline: {format_size(measured)} ({measured} bytes)")

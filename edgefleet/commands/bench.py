@@ -201,7 +201,8 @@ def bench_memory_model(
 
     import torch
 
-    from checkpointing.sampling import check_memory_model, fit_model, summarise
+    from checkpointing.profile_sizes import fit_model
+    from checkpointing.sampling import check_memory_model, summarise
 
     known_models(model)
     if threads is not None:

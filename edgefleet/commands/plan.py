@@ -9,10 +9,6 @@ from typing import Annotated
 
 import typer
 
-from checkpointing.chain import Chain, ChainError
-from checkpointing.solvers.persistent import DEFAULT_SLOTS, solve_persistent
-from checkpointing.solvers.revolve import revolve
-from edgefleet import measurements
 from edgefleet.commands.options import known_models, memory_budget_bytes
 from edgefleet.commands.output import EXIT_INFEASIBLE, fail, print_json
 from edgefleet.progress import stderr_progress
@@ -24,10 +20,19 @@ app = typer.Typer(help="Plan checkpointing schedules.", no_args_is_help=True)
 def plan_chain(
     file: Annotated[Path, typer.Argument(help="JSON chain: fw, bw, cw, cbw, ftmp, btmp.")],
     memory: Annotated[float, typer.Option("--memory", help="Budget, the input included.")],
-    slots: Annotated[int, typer.Option("--slots", help="Memory slots of the DP.")] = DEFAULT_SLOTS,
+    slots: Annotated[
+        int | None, typer.Option("--slots", help="Memory slots of the DP (default: its own).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Fastest schedule of a heterogeneous chain within a memory budget (persistent DP)."""
+    # The solvers load numba (about 130 MB): every process that imports the CLI, a board's
+    # agent included, would carry it.
+    from checkpointing.chain import Chain, ChainError
+    from checkpointing.solvers.persistent import DEFAULT_SLOTS, solve_persistent
+
+    if slots is None:
+        slots = DEFAULT_SLOTS
     try:
         chain = Chain.from_json_file(file)
     except ChainError as exc:
@@ -79,6 +84,8 @@ def plan_revolve(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Revolve's optimal schedule for a chain of identical stages (the seed DP)."""
+    from checkpointing.solvers.revolve import revolve
+
     solution = revolve(steps, checkpoints, uf, ub)
     sequence = solution.schedule.to_strings()
     if as_json:
@@ -120,6 +127,7 @@ def plan_model(
     from checkpointing.budget import Optimizer
     from checkpointing.planner import PlanError, PlanRequest
     from checkpointing.units import format_size
+    from edgefleet import measurements
 
     budget_bytes = memory_budget_bytes(memory_budget)
     known_models(model, teacher)

@@ -3,6 +3,10 @@
 A board's memory cap is this machine's measured runtime baseline of an agent process plus what
 such a board leaves to training once its OS and camera services run: a 1 GB Raspberry Pi 3
 leaves little, a 2 GB ODROID XU4 more. The caps are real (a cgroup per agent process).
+
+The shares are this demo's scenario, chosen so that the plans differ: the board's frames come
+out of the share too (2,000 frames of 64 px hold 25 MB), and at 96 MiB store-all reaches batch
+25 where checkpointing reaches 31; at 192 MiB, 61 and 75 (``edgefleet demo`` prints the plans).
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ class BoardKind:
     """What the board leaves to training above the agent's runtime baseline."""
 
 
-RASPBERRY_PI_3 = BoardKind("raspberry-pi-3", "1 GB", 120 * MIB)
-ODROID_XU4 = BoardKind("odroid-xu4", "2 GB", 320 * MIB)
+RASPBERRY_PI_3 = BoardKind("raspberry-pi-3", "1 GB", 96 * MIB)
+ODROID_XU4 = BoardKind("odroid-xu4", "2 GB", 192 * MIB)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ from checkpointing.hardcap import MemoryCap, memory_cap
 from checkpointing.process_memory import ProcessMemoryError, status_bytes
 
 _STOP_TIMEOUT_S = 60.0
+# The boards share this machine's cores: one thread each (see AgentConfig.threads); OpenMP's
+# spinning threads on oversubscribed cores made training many times slower.
+AGENT_ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -65,11 +68,8 @@ def agent_command(
 def capped_agents(
     specs: list[tuple[str, int, list[str], Path]], enrollment_token: str
 ) -> Iterator[list[CappedAgent]]:
-    """Start ``(name, cap_bytes, command, log)`` agents, each in its own cap; stop them at exit.
-
-    The boards share this machine's cores, so each runs one thread (see AgentConfig.threads).
-    """
-    env = {**os.environ, "EDGEFLEET_ENROLLMENT_TOKEN": enrollment_token, "OMP_NUM_THREADS": "1"}
+    """Start ``(name, cap_bytes, command, log)`` agents, each in its own cap; stop them at exit."""
+    env = {**AGENT_ENVIRONMENT, "EDGEFLEET_ENROLLMENT_TOKEN": enrollment_token}
     agents: list[CappedAgent] = []
     with ExitStack() as stack:
         for name, cap_bytes, command, log in specs:

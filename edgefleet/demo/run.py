@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,13 +25,12 @@ from pathlib import Path
 
 import grpc
 import torch
-from safetensors.torch import load
+from safetensors.torch import load, load_file, save_file
 from torch import nn
 
 from checkpointing.models import build_model
-from checkpointing.process_memory import runtime_baseline_bytes
 from edgefleet.demo.boards import BOARDS, DemoBoard
-from edgefleet.demo.capped import CappedAgent, agent_command, capped_agents
+from edgefleet.demo.capped import AGENT_ENVIRONMENT, CappedAgent, agent_command, capped_agents
 from edgefleet.demo.report import BoardOutcome, DemoResult
 from edgefleet.demo_models import (
     DEMO,
@@ -45,8 +47,15 @@ from protos.edgefleet.v1 import common_pb2, jobs_pb2
 
 Say = Callable[[str], None]
 
-_AGENT_MODULE = "node_agent.agent"
 _TERMINAL = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
+
+
+EvalSet = tuple[torch.Tensor, torch.Tensor]
+"""Frames and their labels."""
+
+
+_POLL_S = 5.0
+"""How often the agents and the plans are looked at between events."""
 
 
 class DemoError(RuntimeError):
@@ -59,6 +68,9 @@ class DemoConfig:
     """Caches (pretrained models, rendered frames) and this run's folder, ``run/``."""
     settings: DemoSettings = DEMO
     boards: tuple[DemoBoard, ...] = BOARDS
+    batch_size: int | None = None
+    """The job's batch; None asks each board for the largest that fits its memory (the
+    product's point: where checkpointing stretches a board's batch beyond store-all's)."""
     round_deadline_s: float = 300.0
     workers: int = 2
     """Processes rendering frames (the agents run one thread each, see ``capped``)."""
@@ -76,6 +88,8 @@ class DemoConfig:
             raise ValueError("board names must differ")
         if not self.round_deadline_s > 0 or not self.timeout_s > 0:
             raise ValueError("round_deadline_s and timeout_s must be positive")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
 
@@ -87,8 +101,21 @@ class _Observed:
     measured_peak_bytes: dict[str, int] = field(default_factory=dict)
     predicted_peak_bytes: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    plans: dict[str, tuple[jobs_pb2.Node, common_pb2.Plan]] = field(default_factory=dict)
+    """Per board name, its node and the latest plan seen for the job."""
     final_state: int = jobs_pb2.JOB_STATE_UNSPECIFIED
     final_message: str = ""
+
+    def note_plans(self, nodes: list[jobs_pb2.Node], job_id: str) -> None:
+        """Keep each board's plan; a board whose plan cannot fit is never scheduled, so say so
+        rather than wait for it."""
+        for node in nodes:
+            for plan in node.plans:
+                if plan.job_id != job_id:
+                    continue
+                if not plan.fits:
+                    raise DemoError(f"{node.node_name} cannot train within its cap: {plan.message}")
+                self.plans[node.node_name] = (node, plan.plan)
 
     def note(self, event: jobs_pb2.JobEvent) -> None:
         if event.HasField("update_received") and event.update_received.accepted:
@@ -104,6 +131,26 @@ class _Observed:
             self.final_message = event.state_changed.message
 
 
+def _agent_baseline_bytes() -> int:
+    """A fresh agent process's warmed runtime, one thread as the demo's agents run."""
+    command = [
+        sys.executable,
+        "-m",
+        "edgefleet.cli",
+        "agent",
+        "baseline",
+        "--threads",
+        "1",
+        "--json",
+    ]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, check=False, env=AGENT_ENVIRONMENT
+    )
+    if completed.returncode != 0:
+        raise DemoError(f"measuring the agent's baseline failed: {completed.stderr[-2000:]}")
+    return int(json.loads(completed.stdout)["runtime_baseline_bytes"])
+
+
 def _board_frames(config: DemoConfig, index: int, say: Say) -> Path:
     """The board's unlabelled frames as PNG files, rendered once per settings and kept."""
     settings = config.settings
@@ -117,6 +164,25 @@ def _board_frames(config: DemoConfig, index: int, say: Say) -> Path:
         frame_set.write(folder, settings.image_size, labelled=False, workers=config.workers)
         done.touch()
     return folder
+
+
+def _eval_set(config: DemoConfig, index: int, say: Say) -> EvalSet:
+    """The board's labelled evaluation frames, rendered once per settings and kept (they stay
+    in this process: no board ever sees them)."""
+    settings = config.settings
+    frame_set = settings.board_eval_set(index)
+    key = f"{frame_set.viewpoint}-{frame_set.count}-{frame_set.seed}-{settings.image_size}px"
+    path = config.data_dir / "frames" / f"eval-{key}.safetensors"
+    if path.is_file():
+        stored = load_file(str(path))
+        return stored["frames"], stored["labels"]
+    say(f"rendering {frame_set.count} evaluation frames for {config.boards[index].name}")
+    frames, labels = frame_set.render(settings.image_size, config.workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file({"frames": frames, "labels": labels}, str(partial))
+    partial.replace(path)
+    return frames, labels
 
 
 def _board_folder(run_dir: Path, board: DemoBoard, teacher_weights: Path, name: str) -> Path:
@@ -147,7 +213,7 @@ def _job_spec(config: DemoConfig, digest: str) -> jobs_pb2.JobSpec:
         teacher_model=settings.teacher,
         image_size=settings.image_size,
         num_classes=settings.num_classes,
-        batch_size=settings.batch_size,
+        batch_size=config.batch_size or 0,
         num_rounds=settings.rounds,
         local_steps=settings.local_steps,
         optimizer=common_pb2.OPTIMIZER_SGD
@@ -160,6 +226,13 @@ def _job_spec(config: DemoConfig, digest: str) -> jobs_pb2.JobSpec:
         aggregation=jobs_pb2.AGGREGATION_RULE_FEDAVG,
         temperature=settings.temperature,
         initial_weights_sha256_hex=digest,
+    )
+
+
+def _new_model(event: jobs_pb2.JobEvent) -> bool:
+    return (
+        event.HasField("round_completed")
+        and event.round_completed.outcome != jobs_pb2.ROUND_OUTCOME_FAILED
     )
 
 
@@ -181,13 +254,11 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
         config.data_dir / "pretrained", settings, config.workers, progress=say
     )
     frames = [_board_frames(config, index, say) for index in range(len(config.boards))]
-    say("rendering each board's evaluation frames (never shown to a board)")
-    eval_sets = [
-        settings.board_eval_set(index).render(settings.image_size, config.workers)
-        for index in range(len(config.boards))
-    ]
+    eval_sets = [_eval_set(config, index, say) for index in range(len(config.boards))]
     say("measuring the agent's runtime baseline in a fresh process")
-    baseline = runtime_baseline_bytes(modules=(_AGENT_MODULE,))
+    baseline = _agent_baseline_bytes()
+    # From here on the agents have the cores (one thread each); scoring here takes one.
+    torch.set_num_threads(1)
     teacher = load_weights(settings.teacher, pretrained.teacher)
     teacher_by_board = _accuracies(teacher, eval_sets)
     before = _accuracies(load_weights(settings.student, pretrained.student), eval_sets)
@@ -227,27 +298,33 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
             job = client.submit(_job_spec(config, digest))
             say(f"submitted job {job.job_id}: {settings.rounds} rounds on {len(agents)} boards")
             deadline = time.monotonic() + config.timeout_s
-            for event in client.follow(job.job_id):
-                say(describe(event))
-                observed.note(event)
-                if event.HasField("round_completed"):
-                    completed = event.round_completed
-                    if completed.outcome != jobs_pb2.ROUND_OUTCOME_FAILED:
+            seen = 0
+            while observed.final_state == jobs_pb2.JOB_STATE_UNSPECIFIED:
+                for event in client.watch_for(job.job_id, _POLL_S, seen):
+                    seen = event.sequence
+                    say(describe(event))
+                    observed.note(event)
+                    if event.HasField("round_started"):
+                        # The round's boards were just planned: their plans are listed while
+                        # the job runs (a finished job's are not).
+                        observed.note_plans(client.list_nodes(), job.job_id)
+                    if _new_model(event):
                         model = _model_from(client.download_model(job.job_id), settings)
                         scores = _accuracies(model, eval_sets)
                         for board, score in zip(config.boards, scores, strict=True):
                             accuracy_by_round[board.name].append(score)
                         say("accuracy per board: " + ", ".join(f"{x:.1%}" for x in scores))
                 _check_agents(agents)
+                observed.note_plans(client.list_nodes(), job.job_id)
                 if time.monotonic() > deadline:
                     raise DemoError(f"the job did not end within {config.timeout_s:.0f} s")
             if observed.final_state != jobs_pb2.JOB_STATE_SUCCEEDED:
                 raise DemoError(f"the job did not succeed: {observed.final_message}")
-            nodes = {node.node_name: node for node in client.list_nodes()}
     outcomes = []
     for index, (board, agent) in enumerate(zip(config.boards, agents, strict=True)):
-        node = nodes[board.name]
-        plan = next(p for p in node.plans if p.job_id == job.job_id).plan
+        if board.name not in observed.plans:
+            raise DemoError(f"{board.name} was never given a plan")
+        node, plan = observed.plans[board.name]
         outcomes.append(
             BoardOutcome(
                 name=board.name,

@@ -49,8 +49,9 @@ FACTS = ProcessFacts(runtime_baseline_bytes=600 * MIB, allocator_overhead_fracti
 MODEL = LinearModel(_per_sample())
 
 
-def _usable(request: PlanRequest) -> float:
-    return request.budget_bytes * (1 - request.margin)
+def _usable(request: PlanRequest, facts: ProcessFacts = FACTS) -> float:
+    baseline = facts.runtime_baseline_bytes
+    return baseline + (request.budget_bytes - baseline) * (1 - request.margin)
 
 
 def test_largest_batch_fits_and_is_maximal() -> None:
@@ -86,19 +87,23 @@ def test_store_all_max_batch_is_the_largest_that_fits_without_recomputation() ->
 
 
 def test_asked_batch_that_fits_is_given() -> None:
-    plan = plan_training(MODEL, PlanRequest(64, 1024 * MIB, batch_size=12), FACTS)
+    request = PlanRequest(64, 1024 * MIB, batch_size=12)
+
+    plan = plan_training(MODEL, request, FACTS)
 
     assert plan.batch_size == 12
     assert plan.accumulation_steps == 1
-    assert plan.predicted_peak_bytes <= 1024 * MIB * 0.95
+    assert plan.predicted_peak_bytes <= _usable(request)
 
 
 def test_asked_batch_too_large_is_reached_by_accumulation() -> None:
-    plan = plan_training(MODEL, PlanRequest(64, 1024 * MIB, batch_size=5000), FACTS)
+    request = PlanRequest(64, 1024 * MIB, batch_size=5000)
+
+    plan = plan_training(MODEL, request, FACTS)
 
     assert plan.accumulation_steps > 1
     assert plan.batch_size * plan.accumulation_steps >= 5000
-    assert plan.predicted_peak_bytes <= 1024 * MIB * 0.95
+    assert plan.predicted_peak_bytes <= _usable(request)
     assert "accumulation" in plan.notes[0]
 
 

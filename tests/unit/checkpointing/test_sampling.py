@@ -7,13 +7,8 @@ import pytest
 from checkpointing.memory_model import MemoryModel
 from checkpointing.models import build_model
 from checkpointing.profile import ProfileConfig
-from checkpointing.sampling import (
-    SamplingError,
-    check_memory_model,
-    fit_model,
-    profile_samples,
-    summarise,
-)
+from checkpointing.profile_sizes import SamplingError, fit_model, profile_samples
+from checkpointing.sampling import check_memory_model, summarise
 
 MODEL = "small_cnn"
 CLASSES = 10
