@@ -37,7 +37,7 @@ from node_agent.frames import FramesError, load_frames, native_side
 from node_agent.hardware import detect
 from node_agent.outbox import Outbox, PendingUpdate
 from node_agent.profiling import run_profile
-from node_agent.runtime import warm_up
+from node_agent.runtime import fix_allocator, warm_up
 from node_agent.trainer import InvalidTask, MemoryGuardTripped, TaskStopped, train_round
 from node_agent.weights import WeightsError, load_into, read_state_dict, weights_file
 from protos.edgefleet.v1 import common_pb2, fleet_pb2
@@ -72,6 +72,7 @@ class Agent:
     def __init__(self, config: AgentConfig, stop: threading.Event) -> None:
         self._config = config
         self._stop = stop
+        fix_allocator()
         if config.threads:
             torch.set_num_threads(config.threads)
         warm_up()

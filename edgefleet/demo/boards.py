@@ -6,7 +6,7 @@ leaves little, a 2 GB ODROID XU4 more. The caps are real (a cgroup per agent pro
 
 The shares are this demo's scenario, chosen so that the plans differ: the board's frames come
 out of the share too (2,000 frames of 64 px hold 25 MB), and at 96 MiB store-all reaches batch
-25 where checkpointing reaches 31; at 192 MiB, 61 and 75 (``edgefleet demo`` prints the plans).
+25 where checkpointing reaches 31; at 128 MiB, 37 and 45 (``edgefleet demo`` prints the plans).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class BoardKind:
 
 
 RASPBERRY_PI_3 = BoardKind("raspberry-pi-3", "1 GB", 96 * MIB)
-ODROID_XU4 = BoardKind("odroid-xu4", "2 GB", 192 * MIB)
+ODROID_XU4 = BoardKind("odroid-xu4", "2 GB", 128 * MIB)
 
 
 @dataclass(frozen=True)

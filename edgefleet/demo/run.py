@@ -71,6 +71,10 @@ class DemoConfig:
     batch_size: int | None = None
     """The job's batch; None asks each board for the largest that fits its memory (the
     product's point: where checkpointing stretches a board's batch beyond store-all's)."""
+    local_steps: int = 40
+    """Optimizer steps per board per round. The experiment behind the settings
+    (``docs/viewpoint.md``) ran 60 at batch 32; the boards here run the largest batch that fits
+    (30 to 45), so 40 steps see about as many frames, and the demo stays within ten minutes."""
     round_deadline_s: float = 300.0
     workers: int = 2
     """Processes rendering frames (the agents run one thread each, see ``capped``)."""
@@ -88,6 +92,8 @@ class DemoConfig:
             raise ValueError("board names must differ")
         if not self.round_deadline_s > 0 or not self.timeout_s > 0:
             raise ValueError("round_deadline_s and timeout_s must be positive")
+        if self.local_steps < 1:
+            raise ValueError(f"local_steps must be positive, got {self.local_steps}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.workers < 1:
@@ -215,7 +221,7 @@ def _job_spec(config: DemoConfig, digest: str) -> jobs_pb2.JobSpec:
         num_classes=settings.num_classes,
         batch_size=config.batch_size or 0,
         num_rounds=settings.rounds,
-        local_steps=settings.local_steps,
+        local_steps=config.local_steps,
         optimizer=common_pb2.OPTIMIZER_SGD
         if settings.optimizer == "sgd"
         else common_pb2.OPTIMIZER_ADAM,
@@ -250,6 +256,10 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
     """The demo's figures, and the teacher's accuracy per board (the plot's ceilings)."""
     started = time.monotonic()
     settings = config.settings
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DemoError(f"cannot use {config.data_dir} as the demo's folder: {error}") from None
     pretrained = ensure_pretrained(
         config.data_dir / "pretrained", settings, config.workers, progress=say
     )

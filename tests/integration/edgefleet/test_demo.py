@@ -22,7 +22,6 @@ _SMALL = DemoSettings(
     pretrain_batch_size=32,
     frames_per_board=24,
     eval_frames_per_board=24,
-    local_steps=2,
     rounds=2,
 )
 _BOARD_KEYS = {
@@ -41,7 +40,12 @@ _BOARD_KEYS = {
 
 def test_the_demo_trains_capped_boards_to_the_end(tmp_path: Path) -> None:
     config = DemoConfig(
-        data_dir=tmp_path, settings=_SMALL, boards=_BOARDS, batch_size=8, timeout_s=600
+        data_dir=tmp_path,
+        settings=_SMALL,
+        boards=_BOARDS,
+        batch_size=8,
+        local_steps=2,
+        timeout_s=600,
     )
     said: list[str] = []
 
