@@ -151,8 +151,13 @@ class TensorFile:
     def layout(self) -> Layout:
         return {name: (entry.shape, entry.dtype) for name, entry in self._entries.items()}
 
-    def read(self, name: str, rows: tuple[int, int] | None = None) -> np.ndarray:
-        """Tensor ``name``, or its rows ``[first, stop)`` along the first dimension."""
+    def read(
+        self, name: str, rows: tuple[int, int] | None = None, *, into: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Tensor ``name``, or its rows ``[first, stop)`` along the first dimension.
+
+        ``into``: a byte buffer (uint8) to read into and return a view of, when large enough.
+        """
         entry = self._entries[name]
         dtype = _DTYPES[entry.dtype]
         shape = entry.shape
@@ -162,7 +167,11 @@ class TensorFile:
             row_bytes = math.prod(shape[1:]) * dtype.itemsize
             offset += first * row_bytes
             shape = (stop - first, *shape[1:])
-        buffer = np.empty(math.prod(shape) * dtype.itemsize, dtype=np.uint8)
+        size = math.prod(shape) * dtype.itemsize
+        if into is not None and into.size >= size:
+            buffer = into[:size]
+        else:
+            buffer = np.empty(size, dtype=np.uint8)
         done = 0
         while done < buffer.size:
             got = os.preadv(self._fd, [buffer[done:].data], offset + done)
@@ -274,6 +283,11 @@ class RunningSum:
         self.total_samples = 0
         self.keys: set[str] = set()
         """Which updates are folded in (the caller's names for them: node ids for a round)."""
+        # Reused for every update: fresh buffers of megabytes per tensor per update cost more in
+        # page faults (the kernel zeroing new pages) than the arithmetic itself.
+        largest = max((total.size for total in self._sums.values()), default=0)
+        self._raw = np.empty(largest * 8, dtype=np.uint8)
+        self._wide = np.empty(largest, dtype=np.float64)
 
     def fold(self, key: str, update: Update) -> Verdict:
         """Check ``update`` and add it in the same read; if it is rejected, nothing is added."""
@@ -288,11 +302,13 @@ class RunningSum:
                 if problem is not None:
                     return problem
                 for name, total in self._sums.items():
-                    values = reader.read(name)
-                    if not np.isfinite(values).all():
+                    weighted = self._weighted(reader, name, update.sample_count)
+                    # The sum is finite exactly when every value is: float32 values times a
+                    # sample count cannot overflow float64, and inf or nan anywhere propagates.
+                    if not math.isfinite(float(weighted.sum())):
                         self._take_back(reader, added, update.sample_count)
                         return Problem.NON_FINITE, f"tensor {name!r} has non-finite values"
-                    total += np.multiply(values, update.sample_count, dtype=np.float64)
+                    total += weighted
                     added.append(name)
         except (OSError, ValueError) as exc:
             with contextlib.suppress(OSError, ValueError), TensorFile(update.path) as reader:
@@ -306,7 +322,14 @@ class RunningSum:
         # Rare (an update found bad half-way through): subtracting what was
         # added leaves a float64 rounding residue of ~1e-16, invisible once written as float32.
         for name in names:
-            self._sums[name] -= np.multiply(reader.read(name), samples, dtype=np.float64)
+            self._sums[name] -= self._weighted(reader, name, samples)
+
+    def _weighted(self, reader: TensorFile, name: str, samples: int) -> np.ndarray:
+        """``samples × tensor`` as float64, in the reused buffer (valid until the next call)."""
+        values = reader.read(name, into=self._raw)
+        weighted = self._wide[: values.size].reshape(values.shape)
+        np.multiply(values, samples, out=weighted)
+        return weighted
 
     def write(self, out_path: Path) -> None:
         """Write ``global + Σ samples × delta / Σ samples`` to ``out_path`` (atomically)."""

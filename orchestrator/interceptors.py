@@ -5,7 +5,8 @@ is logged in full here and reaches the caller only as ``INTERNAL`` with a generi
 
 A caller that goes away mid-call (it cancelled, or its deadline passed) is not an error of ours:
 gRPC then raises ``grpc.RpcError`` out of the request stream a handler is reading (an upload's
-chunks). That ends the call as ``CANCELLED``, logged in one line at INFO.
+chunks), or the stream simply ends (``CallCancelled`` then). That ends the call as
+``CANCELLED``, logged in one line at INFO.
 """
 
 from __future__ import annotations
@@ -21,14 +22,29 @@ from orchestrator.errors import ERROR_DETAIL_KEY, ErrorCode, FleetError
 _LOG = logging.getLogger(__name__)
 
 
+class CallCancelled(grpc.RpcError):
+    """A request stream ended because its caller went away, not because it was complete."""
+
+
+def until_cancelled(messages: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+    """``messages``, raising ``CallCancelled`` if they end on a call that is no longer active.
+
+    gRPC may end a cancelled call's request stream as if the client had finished sending
+    (which of its two events it handles first varies), and a handler would then judge a
+    truncated upload. The check can only catch the cancellation once gRPC has seen it.
+    """
+    yield from messages
+    if not context.is_active():
+        raise CallCancelled()
+
+
 def _guarded(behaviour: Callable[..., Any], method: str, streaming: bool) -> Callable[..., Any]:
     def fail(error: Exception, context: grpc.ServicerContext) -> None:
         if isinstance(error, grpc.RpcError) and not context.is_active():
             _LOG.info("%s: the client cancelled the call (or its deadline passed)", method)
-            # For the metrics interceptor outside this one; the client is gone and gets nothing.
-            context.set_code(grpc.StatusCode.CANCELLED)
-            # gRPC knows this very exception (it raised it) and ends the call without logging.
-            raise error
+            # The client is gone and gets nothing; the status is for the metrics interceptor,
+            # and an aborted call is one gRPC ends without logging the exception.
+            context.abort(grpc.StatusCode.CANCELLED, "the client cancelled the call")
         if isinstance(error, FleetError):
             detail = error.to_detail().SerializeToString()
             context.set_trailing_metadata(((ERROR_DETAIL_KEY, detail),))

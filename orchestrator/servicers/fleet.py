@@ -9,6 +9,7 @@ import grpc
 from checkpointing.chain import Chain, ChainError
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers import fleet, tasks, updates
+from orchestrator.interceptors import until_cancelled
 from orchestrator.planning import ProfileSample
 from orchestrator.servicers.convert import (
     bearer_token,
@@ -210,7 +211,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
                 train_duration_s=header.train_duration_s,
                 blob=blob_header_from_proto(header.blob),
             ),
-            chunks_from(request_iterator),
+            chunks_from(until_cancelled(request_iterator, context)),
         )
         return fleet_pb2.UploadUpdateResponse(
             accepted=verdict.accepted,
