@@ -83,6 +83,9 @@ class Outcome(enum.StrEnum):
 
 class Conductor:
     def __init__(self, state: FleetState, rng: random.Random | None = None) -> None:
+        # Every outcome's series exists from the start at zero (see FleetMetrics).
+        for outcome in Outcome:
+            state.metrics.rounds.labels(outcome.value)
         self._state = state
         self._rng = rng or random.Random()
         self._stop = threading.Event()

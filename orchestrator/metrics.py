@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from orchestrator.errors import Rejection
 from orchestrator.interceptors import BehaviourInterceptor
 from orchestrator.planning import plan_fields
 from orchestrator.storage import Storage
@@ -150,6 +151,11 @@ class FleetMetrics:
             ["job_id", "node_id", "hardware_class"],
             registry=self.registry,
         )
+        # Every series exists from the start at zero, so that rate() and increase() see the first
+        # rejection of a kind as a rise, not as a series appearing.
+        self.updates.labels("accepted", "")
+        for rejection in Rejection:
+            self.updates.labels("rejected", rejection.value)
         self.registry.register(_FleetCollector(storage, heartbeat_timeout_s))
 
 
