@@ -20,27 +20,54 @@ AdminToken = Annotated[
     str, typer.Option("--admin-token", envvar="EDGEFLEET_ADMIN_TOKEN", help="Operators' token.")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+TlsCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca", envvar="EDGEFLEET_TLS_CA", help="CA of the coordinator's certificate."
+    ),
+]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert", envvar="EDGEFLEET_TLS_CERT", help="Client certificate (mutual TLS)."
+    ),
+]
+TlsKey = Annotated[
+    Path | None,
+    typer.Option("--tls-key", envvar="EDGEFLEET_TLS_KEY", help="Client key (mutual TLS)."),
+]
 _TIMEOUT_S = 30.0
 T = TypeVar("T")
 
 
-@contextmanager
-def _stub(coordinator: str) -> Iterator[Any]:
-    import grpc
+def _tls(ca: Path | None, cert: Path | None, key: Path | None) -> Any:
+    from node_agent.client import TlsFiles
 
+    if (cert is None) != (key is None):
+        fail("--tls-cert and --tls-key go together")
+    if cert is not None and ca is None:
+        fail("--tls-cert and --tls-key need --tls-ca")
+    for option, path in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None and not path.is_file():
+            fail(f"{option}: no such file {path}")
+    return TlsFiles(ca, cert, key) if ca is not None else None
+
+
+@contextmanager
+def _stub(coordinator: str, tls: Any) -> Iterator[Any]:
+    from node_agent.client import open_channel
     from protos.edgefleet.v1 import jobs_pb2_grpc
 
-    with grpc.insecure_channel(coordinator) as channel:
+    with open_channel(coordinator, tls) as channel:
         yield jobs_pb2_grpc.JobsServiceStub(channel)
 
 
 @contextmanager
-def _client(coordinator: str, admin_token: str) -> Iterator[Any]:
-    import grpc
-
+def _client(coordinator: str, admin_token: str, tls: Any) -> Iterator[Any]:
     from edgefleet.jobs_client import JobsClient
+    from node_agent.client import open_channel
 
-    with grpc.insecure_channel(coordinator) as channel:
+    with open_channel(coordinator, tls) as channel:
         yield JobsClient(channel, admin_token, _TIMEOUT_S)
 
 
@@ -91,6 +118,9 @@ def submit(
     file: Annotated[Path, typer.Argument(help="Job file (YAML).")],
     coordinator: Coordinator,
     admin_token: AdminToken,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: AsJson = False,
 ) -> None:
     """Submit the job in FILE, uploading the initial weights file it names first."""
@@ -103,7 +133,10 @@ def submit(
         spec, weights = load_job_file(file)
     except JobSpecError as exc:
         fail(f"{file}: {exc}")
-    with _client(coordinator, admin_token) as client, _rpc_errors(coordinator):
+    with (
+        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
+        _rpc_errors(coordinator),
+    ):
         if weights is not None:
             spec = dataclasses.replace(
                 spec, initial_weights_sha256_hex=client.upload_weights(_read(weights))
@@ -125,25 +158,35 @@ def get(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     coordinator: Coordinator,
     admin_token: AdminToken,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: AsJson = False,
 ) -> None:
     """Show one job."""
     from protos.edgefleet.v1 import jobs_pb2
 
-    with _stub(coordinator) as stub:
+    with _stub(coordinator, _tls(tls_ca, tls_cert, tls_key)) as stub:
         request = jobs_pb2.GetJobRequest(job_id=job_id)
         response = _call(stub.GetJob, request, admin_token, coordinator)
     _show(response.job, as_json)
 
 
 @app.command("list")
-def list_jobs(coordinator: Coordinator, admin_token: AdminToken, as_json: AsJson = False) -> None:
+def list_jobs(
+    coordinator: Coordinator,
+    admin_token: AdminToken,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    as_json: AsJson = False,
+) -> None:
     """List every job, newest first."""
     from protos.edgefleet.v1 import jobs_pb2
 
     found: list[Any] = []
     token = ""
-    with _stub(coordinator) as stub:
+    with _stub(coordinator, _tls(tls_ca, tls_cert, tls_key)) as stub:
         while True:
             request = jobs_pb2.ListJobsRequest(page_token=token)
             response = _call(stub.ListJobs, request, admin_token, coordinator)
@@ -163,12 +206,15 @@ def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     coordinator: Coordinator,
     admin_token: AdminToken,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: AsJson = False,
 ) -> None:
     """Cancel a job that has not finished."""
     from protos.edgefleet.v1 import jobs_pb2
 
-    with _stub(coordinator) as stub:
+    with _stub(coordinator, _tls(tls_ca, tls_cert, tls_key)) as stub:
         request = jobs_pb2.CancelJobRequest(job_id=job_id)
         response = _call(stub.CancelJob, request, admin_token, coordinator)
     _show(response.job, as_json)
@@ -179,6 +225,9 @@ def watch(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     coordinator: Coordinator,
     admin_token: AdminToken,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: AsJson = False,
 ) -> None:
     """Follow a job's events until it ends; exit 0 if it succeeded, 1 otherwise.
@@ -189,7 +238,10 @@ def watch(
     from protos.edgefleet.v1 import jobs_pb2
 
     final = jobs_pb2.JOB_STATE_UNSPECIFIED
-    with _client(coordinator, admin_token) as client, _rpc_errors(coordinator):
+    with (
+        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
+        _rpc_errors(coordinator),
+    ):
         for event in client.follow(job_id):
             if event.HasField("state_changed"):
                 final = event.state_changed.state
@@ -207,6 +259,9 @@ def download(
     out: Annotated[Path, typer.Option("--out", help="Where to write the safetensors file.")],
     coordinator: Coordinator,
     admin_token: AdminToken,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     version: Annotated[
         int | None, typer.Option("--version", help="Model version (default: the latest).")
     ] = None,
@@ -214,7 +269,10 @@ def download(
     """Download a job's model (its final model once it succeeded), checked against its digest."""
     from edgefleet.transfer import TransferError
 
-    with _client(coordinator, admin_token) as client, _rpc_errors(coordinator):
+    with (
+        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
+        _rpc_errors(coordinator),
+    ):
         try:
             data = client.download_model(job_id, version)
         except TransferError as exc:
@@ -232,13 +290,16 @@ nodes_app = typer.Typer(help="The boards the coordinator knows.", no_args_is_hel
 def list_nodes(
     coordinator: Coordinator,
     admin_token: AdminToken,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     hardware_class: Annotated[str, typer.Option("--hardware-class", help="Only this class.")] = "",
     as_json: AsJson = False,
 ) -> None:
     """List nodes with their hardware, liveness and memory models."""
     from protos.edgefleet.v1 import jobs_pb2
 
-    with _stub(coordinator) as stub:
+    with _stub(coordinator, _tls(tls_ca, tls_cert, tls_key)) as stub:
         request = jobs_pb2.ListNodesRequest(hardware_class=hardware_class)
         response = _call(stub.ListNodes, request, admin_token, coordinator)
     if as_json:

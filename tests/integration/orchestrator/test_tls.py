@@ -1,5 +1,6 @@
 """TLS and mutual TLS on a real coordinator, with certificates made by openssl for the test."""
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -8,7 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typer.testing import CliRunner
 
+from edgefleet.cli import app
 from orchestrator.config import Address, CoordinatorConfig
 from orchestrator.server import running
 
@@ -131,3 +134,18 @@ def test_mutual_tls_requires_a_client_certificate(tmp_path: Path, pki: Pki) -> N
         assert _check(server.port, with_cert) == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.RpcError):
             _check(server.port, without_cert)
+
+
+def test_operators_commands_speak_mutual_tls(tmp_path: Path, pki: Pki) -> None:
+    with running(_config(tmp_path, pki, mutual=True), grace_s=0.1) as server:
+        common = ["--coordinator", f"localhost:{server.port}", "--admin-token", "admin-secret"]
+        tls = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert)]
+        tls += ["--tls-key", str(pki.client_key)]
+
+        listed = CliRunner().invoke(app, ["jobs", "list", *common, *tls, "--json"])
+        half = CliRunner().invoke(app, ["nodes", "list", *common, "--tls-ca", str(pki.ca)])
+
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []
+    assert half.exit_code != 0
+    assert "Traceback" not in half.output
