@@ -40,11 +40,56 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key")] = None,
     client_ca: Annotated[Path | None, typer.Option("--client-ca", help="Mutual TLS.")] = None,
+    chunk_bytes: Annotated[
+        int | None, typer.Option("--chunk-bytes", help="Largest chunk sent, bytes.")
+    ] = None,
+    heartbeat_timeout_s: Annotated[
+        float | None, typer.Option("--heartbeat-timeout-s", help="Silent this long: lost.")
+    ] = None,
+    idle_pull_interval_s: Annotated[
+        float | None, typer.Option("--idle-pull-interval-s", help="Idle boards pull this often.")
+    ] = None,
+    profile_timeout_s: Annotated[
+        float | None, typer.Option("--profile-timeout-s", help="Then another board profiles.")
+    ] = None,
+    ram_fraction: Annotated[
+        float | None, typer.Option("--ram-fraction", help="Of RAM, for boards stating no budget.")
+    ] = None,
+    default_overhead_fraction: Annotated[
+        float | None,
+        typer.Option("--default-overhead-fraction", help="Allocator term a board measured none."),
+    ] = None,
+    tick_s: Annotated[
+        float | None, typer.Option("--tick-s", help="How often the conductor looks.")
+    ] = None,
+    fsync: Annotated[
+        bool | None, typer.Option("--fsync/--no-fsync", help="Flush weights before answering.")
+    ] = None,
+    http2_bdp_probe: Annotated[
+        bool | None,
+        typer.Option("--http2-bdp-probe/--no-http2-bdp-probe", help="For boards on long links."),
+    ] = None,
 ) -> None:
     """Serve the fleet API until SIGTERM or SIGINT, then stop gracefully."""
     from orchestrator.config import Address, CoordinatorConfig
     from orchestrator.server import running
 
+    # Options left out keep CoordinatorConfig's own defaults, which live there only.
+    tuning = {
+        name: value
+        for name, value in (
+            ("chunk_bytes", chunk_bytes),
+            ("heartbeat_timeout_s", heartbeat_timeout_s),
+            ("idle_pull_interval_s", idle_pull_interval_s),
+            ("profile_timeout_s", profile_timeout_s),
+            ("ram_fraction", ram_fraction),
+            ("default_overhead_fraction", default_overhead_fraction),
+            ("tick_s", tick_s),
+            ("fsync", fsync),
+            ("http2_bdp_probe", http2_bdp_probe),
+        )
+        if value is not None
+    }
     try:
         config = CoordinatorConfig(
             data_dir=data_dir,
@@ -56,6 +101,7 @@ def serve(
             tls_cert=tls_cert,
             tls_key=tls_key,
             client_ca=client_ca,
+            **tuning,  # type: ignore[arg-type]
         )
     except ValueError as exc:
         fail(str(exc))

@@ -54,6 +54,15 @@ OPTION_FIELDS = {
     "--tls-cert": "tls_cert",
     "--tls-key": "tls_key",
     "--client-ca": "client_ca",
+    "--chunk-bytes": "chunk_bytes",
+    "--heartbeat-timeout-s": "heartbeat_timeout_s",
+    "--idle-pull-interval-s": "idle_pull_interval_s",
+    "--profile-timeout-s": "profile_timeout_s",
+    "--ram-fraction": "ram_fraction",
+    "--default-overhead-fraction": "default_overhead_fraction",
+    "--tick-s": "tick_s",
+    "--fsync": "fsync",
+    "--http2-bdp-probe": "http2_bdp_probe",
 }
 
 
@@ -96,7 +105,16 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flags(container: dict[str, Any]) -> dict[str, str]:
-    return dict(argument.split("=", 1) for argument in container["args"])
+    """``--name=value`` as name: value; a switch ``--name`` or ``--no-name`` as "true"/"false"."""
+    flags: dict[str, str] = {}
+    for argument in container["args"]:
+        name, equals, value = argument.partition("=")
+        if not equals:
+            switched_off = name.startswith("--no-")
+            name = "--" + name.removeprefix("--no-").removeprefix("--")
+            value = "false" if switched_off else "true"
+        flags[name] = value
+    return flags
 
 
 def _serve_options() -> Iterator[Any]:
@@ -150,6 +168,15 @@ def test_default_values_run_one_non_root_coordinator_with_persistent_data() -> N
         "--listen": "0.0.0.0:50051",
         "--data-dir": "/var/lib/edgefleet",
         "--metrics-port": "9090",
+        "--chunk-bytes": "1048576",
+        "--heartbeat-timeout-s": "60",
+        "--idle-pull-interval-s": "5",
+        "--profile-timeout-s": "600",
+        "--ram-fraction": "0.85",
+        "--default-overhead-fraction": "0.5",
+        "--tick-s": "0.5",
+        "--fsync": "true",
+        "--http2-bdp-probe": "false",
     }
     (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
@@ -335,6 +362,6 @@ def test_readme_values_table_lists_every_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     readme = (CHART / "README.md").read_text().partition("## Values")[2]
 
-    documented = set(re.findall(r"^\| `([A-Za-z.]+)` \|", readme, re.MULTILINE))
+    documented = set(re.findall(r"^\| `([A-Za-z0-9.]+)` \|", readme, re.MULTILINE))
 
     assert documented == set(_keys(values))
