@@ -48,12 +48,8 @@ from protos.edgefleet.v1 import common_pb2, jobs_pb2
 Say = Callable[[str], None]
 
 _TERMINAL = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
-
-
 EvalSet = tuple[torch.Tensor, torch.Tensor]
 """Frames and their labels."""
-
-
 _POLL_S = 5.0
 """How often the agents and the plans are looked at between events."""
 
@@ -252,6 +248,43 @@ def _check_agents(agents: list[CappedAgent]) -> None:
             )
 
 
+def _follow(
+    client: JobsClient,
+    job_id: str,
+    config: DemoConfig,
+    agents: list[CappedAgent],
+    eval_sets: list[EvalSet],
+    accuracy_by_round: dict[str, list[float]],
+    observed: _Observed,
+    say: Say,
+) -> None:
+    """Watch the job to its end, scoring each new model version on every board's viewpoint;
+    between events, look at the agents and the plans (``DemoError`` on anything wrong)."""
+    deadline = time.monotonic() + config.timeout_s
+    seen = 0
+    while observed.final_state == jobs_pb2.JOB_STATE_UNSPECIFIED:
+        for event in client.watch_for(job_id, _POLL_S, seen):
+            seen = event.sequence
+            say(describe(event))
+            observed.note(event)
+            if event.HasField("round_started"):
+                # The round's boards were just planned: their plans are listed while the job
+                # runs (a finished job's are not).
+                observed.note_plans(client.list_nodes(), job_id)
+            if _new_model(event):
+                model = _model_from(client.download_model(job_id), config.settings)
+                scores = _accuracies(model, eval_sets)
+                for board, score in zip(config.boards, scores, strict=True):
+                    accuracy_by_round[board.name].append(score)
+                say("accuracy per board: " + ", ".join(f"{x:.1%}" for x in scores))
+        _check_agents(agents)
+        observed.note_plans(client.list_nodes(), job_id)
+        if time.monotonic() > deadline:
+            raise DemoError(f"the job did not end within {config.timeout_s:.0f} s")
+    if observed.final_state != jobs_pb2.JOB_STATE_SUCCEEDED:
+        raise DemoError(f"the job did not succeed: {observed.final_message}")
+
+
 def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]]:
     """The demo's figures, and the teacher's accuracy per board (the plot's ceilings)."""
     started = time.monotonic()
@@ -307,29 +340,7 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
             digest = client.upload_weights(pretrained.student.read_bytes())
             job = client.submit(_job_spec(config, digest))
             say(f"submitted job {job.job_id}: {settings.rounds} rounds on {len(agents)} boards")
-            deadline = time.monotonic() + config.timeout_s
-            seen = 0
-            while observed.final_state == jobs_pb2.JOB_STATE_UNSPECIFIED:
-                for event in client.watch_for(job.job_id, _POLL_S, seen):
-                    seen = event.sequence
-                    say(describe(event))
-                    observed.note(event)
-                    if event.HasField("round_started"):
-                        # The round's boards were just planned: their plans are listed while
-                        # the job runs (a finished job's are not).
-                        observed.note_plans(client.list_nodes(), job.job_id)
-                    if _new_model(event):
-                        model = _model_from(client.download_model(job.job_id), settings)
-                        scores = _accuracies(model, eval_sets)
-                        for board, score in zip(config.boards, scores, strict=True):
-                            accuracy_by_round[board.name].append(score)
-                        say("accuracy per board: " + ", ".join(f"{x:.1%}" for x in scores))
-                _check_agents(agents)
-                observed.note_plans(client.list_nodes(), job.job_id)
-                if time.monotonic() > deadline:
-                    raise DemoError(f"the job did not end within {config.timeout_s:.0f} s")
-            if observed.final_state != jobs_pb2.JOB_STATE_SUCCEEDED:
-                raise DemoError(f"the job did not succeed: {observed.final_message}")
+            _follow(client, job.job_id, config, agents, eval_sets, accuracy_by_round, observed, say)
     outcomes = []
     for index, (board, agent) in enumerate(zip(config.boards, agents, strict=True)):
         if board.name not in observed.plans:
