@@ -155,13 +155,6 @@ def watch(state: FleetState, job_id: str, after_sequence: int) -> Iterator[Event
     """
     get(state, job_id)
     sent = after_sequence
-    # A watcher reconnecting past the job's end gets nothing more. Checked once: every wake below
-    # reads only the events after the last one sent (a hundred updates a round wake it a hundred
-    # times; listing the whole history on each wake cost the coordinator seconds of CPU a round).
-    if sent and any(
-        _ends_job(event) and event.sequence <= sent for event in state.storage.list_events(job_id)
-    ):
-        return
     while True:
         generation = state.events.generation
         for event in state.storage.list_events(job_id, after_sequence=sent):
@@ -169,6 +162,11 @@ def watch(state: FleetState, job_id: str, after_sequence: int) -> Iterator[Event
             yield event
             if _ends_job(event):
                 return
+        if get(state, job_id).status.is_terminal and any(
+            _ends_job(event) and event.sequence <= sent
+            for event in state.storage.list_events(job_id)
+        ):
+            return
         state.events.wait(generation, _WATCH_POLL_S)
 
 
