@@ -12,9 +12,6 @@ exist, and Prometheus' own rule evaluation reports each rule healthy.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -39,6 +36,7 @@ from tests.integration.orchestrator.fleet import (
     wait_for,
     weights,
 )
+from tests.integration.prometheus_server import needs_prometheus, running_prometheus
 from tests.unit.deploy.sources import (
     ALERTS,
     alert_expressions,
@@ -46,18 +44,9 @@ from tests.unit.deploy.sources import (
     metric_names,
 )
 
-PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason="needs Debian's prometheus package (.ci/run installs it)"
-)
+pytestmark = needs_prometheus
 # Empty while every board is live: the expression must still evaluate, and its series exist.
 EMPTY_WHEN_HEALTHY = {"Lost nodes by hardware class / A"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -68,32 +57,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, fleet: Fleet) -> Iterator[str]:
-    """Prometheus scraping the coordinator as job "edgefleet" (as the chart's ServiceMonitor
-    names it) every second, with deploy/prometheus/alerts.yaml loaded."""
-    assert PROMETHEUS is not None
-    port = _free_port()
-    settings = tmp_path / "prometheus.yml"
-    settings.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files:\n  - {ALERTS}\n"
-        "scrape_configs:\n  - job_name: edgefleet\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{server_of(fleet).metrics_port}']\n"
-    )
-    process = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={settings}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with running_prometheus(tmp_path, server_of(fleet).metrics_port, (ALERTS,)) as base:
+        yield base
 
 
 def _get(base: str, path: str, **parameters: str) -> Any:

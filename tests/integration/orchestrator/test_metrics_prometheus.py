@@ -1,9 +1,6 @@
 """A real Prometheus scrapes a real coordinator; its HTTP API returns the fleet's metrics."""
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -27,17 +24,9 @@ from tests.integration.orchestrator.fleet import (
     wait_for,
     weights,
 )
+from tests.integration.prometheus_server import needs_prometheus, running_prometheus
 
-PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason="needs Debian's prometheus package (.ci/run installs it)"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+pytestmark = needs_prometheus
 
 
 @pytest.fixture
@@ -48,29 +37,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, fleet: Fleet) -> Iterator[str]:
-    assert PROMETHEUS is not None
-    port = _free_port()
-    settings = tmp_path / "prometheus.yml"
-    settings.write_text(
-        "global:\n  scrape_interval: 1s\n"
-        "scrape_configs:\n  - job_name: edgefleet\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{server_of(fleet).metrics_port}']\n"
-    )
-    process = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={settings}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with running_prometheus(tmp_path, server_of(fleet).metrics_port, ()) as base:
+        yield base
 
 
 def _query(base: str, expression: str) -> list[dict[str, object]]:
