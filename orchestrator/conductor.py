@@ -421,8 +421,9 @@ class Conductor:
             if spec.aggregation is AggregationRule.FEDAVG:
                 with state.round_lock:
                     running = round_sum(state, round_.id, base_path)
-                    if running.keys != {u.node_id for u in updates}:
-                        # Not what the registry accepted (a sum dropped half-way): rebuild it.
+                    if running.broken or running.keys != {u.node_id for u in updates}:
+                        # Not what the registry accepted (a write that failed after its commit,
+                        # an update that could not be taken back): rebuild it.
                         state.sums.pop(round_.id)
                         running = round_sum(state, round_.id, base_path)
                     state.sums.pop(round_.id)

@@ -39,6 +39,8 @@ class FleetState:
     model_store: ModelStore = field(init=False)
     events: EventLog = field(init=False)
     metrics: FleetMetrics = field(init=False)
+    upload_slots: threading.BoundedSemaphore = field(init=False)
+    """Held while an update is received and checked (``config.upload_concurrency`` of them)."""
     round_lock: threading.RLock = field(init=False, default_factory=threading.RLock)
     wake: threading.Event = field(init=False, default_factory=threading.Event)
     """Set to have the conductor look at the jobs now rather than at its next tick."""
@@ -57,3 +59,4 @@ class FleetState:
         self.model_store = ModelStore(self.config.model_store_dir, fsync=self.config.fsync)
         self.events = EventLog(self.storage)
         self.metrics = FleetMetrics(self.storage, self.config.heartbeat_timeout_s)
+        self.upload_slots = threading.BoundedSemaphore(self.config.upload_concurrency)

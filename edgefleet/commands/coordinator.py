@@ -65,6 +65,10 @@ def serve(
     fsync: Annotated[
         bool | None, typer.Option("--fsync/--no-fsync", help="Flush weights before answering.")
     ] = None,
+    upload_concurrency: Annotated[
+        int | None,
+        typer.Option("--upload-concurrency", help="Uploads received at once; the rest wait."),
+    ] = None,
     http2_bdp_probe: Annotated[
         bool | None,
         typer.Option("--http2-bdp-probe/--no-http2-bdp-probe", help="For boards on long links."),
@@ -86,6 +90,7 @@ def serve(
             ("default_overhead_fraction", default_overhead_fraction),
             ("tick_s", tick_s),
             ("fsync", fsync),
+            ("upload_concurrency", upload_concurrency),
             ("http2_bdp_probe", http2_bdp_probe),
         )
         if value is not None

@@ -7,10 +7,13 @@ are received and checksummed; then the update is checked against the round's glo
 shapes, dtypes; finite values). The verdict is recorded, under the round lock, before it is sent:
 an acknowledged update is durable and counts even if the coordinator restarts right after.
 
-For FedAvg the check and the aggregation share one read: under the round lock the update is
-folded into the round's running sum (``RunningSum``) as it is checked, so closing the round reads
-no update again. The stored update files stay the durable record: a restarted coordinator (or a
-sum dropped after a failed write) rebuilds the sum from the updates the registry holds accepted.
+For FedAvg the check and the aggregation share one read: the update is folded into the round's
+running sum (``RunningSum``) as it is checked, before the round lock is taken, so closing the
+round reads no update again and uploads do not queue behind each other's folds. The fold stays
+pending until the verdict is recorded; it is counted under the round lock together with the
+record, or taken back (late, duplicate, failed write). The stored update files stay the durable
+record: a restarted coordinator (or a sum found wrong) rebuilds the sum from the updates the
+registry holds accepted.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.aggregation import AggregationRule, Problem, RunningSum, Update, check_update
+from orchestrator.aggregation import (
+    AggregationRule,
+    AlreadyFolded,
+    Problem,
+    RunningSum,
+    SumClosed,
+    Update,
+    check_update,
+)
 from orchestrator.errors import ErrorCode, FleetError, RejectedUpdate, Rejection
 from orchestrator.events import EventKind
 from orchestrator.handlers.fleet import authenticate
@@ -135,54 +146,57 @@ def upload_update(
         )
     base = starting_model(state, round_.job_id, round_.number)
     max_bytes = state.model_store.size_bytes(base.digest) + _SLACK_BYTES
-    try:
-        digest = receive_blob(state, header.blob, chunks, max_bytes=max_bytes, kind="update")
-    except FleetError as exc:
-        reason = _TRANSFER_ERRORS.get(exc.code)
-        if reason is None:
-            raise
-        return _reject(state, round_, node, header, reason, exc.public_message)
-    base_path = state.model_store.path(base.digest)
-    update = Update(state.model_store.path(digest), header.num_samples)
     spec = job_spec(state, round_.job_id)
-    folds = spec.aggregation is AggregationRule.FEDAVG
-    # The coordinate-wise rules read every update again at aggregation; FedAvg reads it once,
-    # below, checking it and folding it into the round's running sum together.
-    problem = None if folds else check_update(base_path, update)
-    with state.round_lock:
-        current = state.storage.get_round(round_.id)
-        assert current is not None, "rounds are never deleted while their job exists"
-        if _closed(state, current):
-            return _reject(state, current, node, header, Rejection.LATE, "the round has closed")
-        running = round_sum(state, current.id, base_path) if folds else None
-        if running is not None:
-            problem = running.fold(node.id, update)
-        verdict = None if problem is None else RejectedUpdate(_PROBLEMS[problem[0]], problem[1])
+    running = None
+    # Uploads beyond the slots wait here, before reading their streams: a burst of a hundred
+    # went faster a few at a time than all at once (config.upload_concurrency).
+    with state.upload_slots:
         try:
-            state.storage.record_update(
-                NewUpdate(
-                    round_id=round_.id,
-                    node_id=node.id,
-                    num_samples=header.num_samples,
-                    measured_peak_bytes=header.measured_peak_bytes or None,
-                    blob_digest=digest,
-                    status=UpdateStatus.ACCEPTED if verdict is None else UpdateStatus.REJECTED,
-                    reason=None if verdict is None else verdict.reason.value,
-                    train_loss=header.train_loss if math.isfinite(header.train_loss) else None,
-                    train_duration_s=_non_negative(header.train_duration_s),
-                )
-            )
-        except BaseException as exc:
-            # The sum may now hold an update the registry does not: drop it, and the next
-            # upload or the aggregation rebuilds it from the recorded updates.
-            state.sums.pop(round_.id)
-            if isinstance(exc, StorageConflict):
+            digest = receive_blob(state, header.blob, chunks, max_bytes=max_bytes, kind="update")
+        except FleetError as exc:
+            reason = _TRANSFER_ERRORS.get(exc.code)
+            if reason is None:
+                raise
+            return _reject(state, round_, node, header, reason, exc.public_message)
+        base_path = state.model_store.path(base.digest)
+        update = Update(state.model_store.path(digest), header.num_samples)
+        if spec.aggregation is AggregationRule.FEDAVG:
+            # FedAvg reads the update once: checked and folded into the round's running sum
+            # together, outside the round lock (the sum has its own), pending until recorded.
+            with state.round_lock:
+                running = round_sum(state, round_.id, base_path)
+            try:
+                problem = running.fold(node.id, update)
+            except SumClosed:
+                return _reject(state, round_, node, header, Rejection.LATE, "the round has closed")
+            except AlreadyFolded:
                 return _reject(
                     state, round_, node, header, Rejection.DUPLICATE, "this node already delivered"
                 )
-            raise
-        state.storage.update_assignment_status(assignment.id, AssignmentStatus.DONE)
-        wake = _may_close(state, current, spec, None if running is None else len(running.keys))
+        else:
+            # The coordinate-wise rules read every update again at aggregation.
+            problem = check_update(base_path, update)
+    verdict = None if problem is None else RejectedUpdate(_PROBLEMS[problem[0]], problem[1])
+    pending = running is not None and verdict is None
+    try:
+        with state.round_lock:
+            current = state.storage.get_round(round_.id)
+            assert current is not None, "rounds are never deleted while their job exists"
+            if _closed(state, current):
+                return _reject(state, current, node, header, Rejection.LATE, "the round has closed")
+            if not _recorded(state, assignment, node, header, digest, verdict):
+                return _reject(
+                    state, round_, node, header, Rejection.DUPLICATE, "this node already delivered"
+                )
+            if running is not None and pending:
+                # Counted as recorded, under the round lock: closing the round sees both or
+                # neither.
+                running.settle(node.id, keep=True)
+                pending = False
+            wake = _may_close(state, current, spec, None if running is None else len(running.keys))
+    finally:
+        if running is not None and pending:
+            running.settle(node.id, keep=False)
     _announce(state, round_, node, header, verdict, assignment.predicted_peak_bytes)
     if verdict is None and header.measured_peak_bytes:
         state.metrics.measured_peak.labels(round_.job_id, node.id, node.hardware_class).set(
@@ -191,6 +205,35 @@ def upload_update(
     if wake:
         state.wake.set()
     return UploadVerdict(verdict, header.blob.total_bytes)
+
+
+def _recorded(
+    state: FleetState,
+    assignment: AssignmentRecord,
+    node: NodeRecord,
+    header: UpdateHeader,
+    digest: str,
+    verdict: RejectedUpdate | None,
+) -> bool:
+    """Record the verdict and complete the assignment in one transaction; False: a duplicate."""
+    try:
+        state.storage.record_update(
+            NewUpdate(
+                round_id=assignment.round_id,
+                node_id=node.id,
+                num_samples=header.num_samples,
+                measured_peak_bytes=header.measured_peak_bytes or None,
+                blob_digest=digest,
+                status=UpdateStatus.ACCEPTED if verdict is None else UpdateStatus.REJECTED,
+                reason=None if verdict is None else verdict.reason.value,
+                train_loss=header.train_loss if math.isfinite(header.train_loss) else None,
+                train_duration_s=_non_negative(header.train_duration_s),
+            ),
+            completes=assignment.id,
+        )
+    except StorageConflict:
+        return False
+    return True
 
 
 def job_spec(state: FleetState, job_id: str) -> JobSpec:
@@ -206,11 +249,11 @@ def round_sum(state: FleetState, round_id: int, base_path: Path) -> RunningSum:
     holds as accepted is folded in again from the model store, so each acknowledged update counts.
     """
     running = state.sums.get(round_id)
-    if running is not None and running.global_path == base_path:
+    if running is not None and running.global_path == base_path and not running.broken:
         return running
     running = RunningSum(base_path)
     for record in state.storage.list_updates(round_id, status=UpdateStatus.ACCEPTED):
-        problem = running.fold(
+        problem = running.add(
             record.node_id,
             Update(state.model_store.path(record.blob_digest or ""), record.num_samples),
         )

@@ -460,7 +460,7 @@ class SqlStorage:
 
     # Updates.
 
-    def record_update(self, update: NewUpdate) -> UpdateRecord:
+    def record_update(self, update: NewUpdate, *, completes: int | None = None) -> UpdateRecord:
         row = schema.Update(
             round_id=update.round_id,
             node_id=update.node_id,
@@ -482,6 +482,14 @@ class SqlStorage:
                 f"duplicate update: node {update.node_id} already sent one for round "
                 f"{update.round_id}",
             )
+            if completes is not None:
+                assignment = _locked(session, schema.Assignment, completes, "assignment")
+                if (assignment.round_id, assignment.node_id) != (update.round_id, update.node_id):
+                    raise ValueError(
+                        f"assignment {completes} is not node {update.node_id}'s "
+                        f"in round {update.round_id}"
+                    )
+                assignment.status = AssignmentStatus.DONE.value
             return _update_record(row)
 
     def list_updates(

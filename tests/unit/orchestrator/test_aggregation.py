@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,9 @@ from orchestrator import aggregation
 from orchestrator.aggregation import (
     AggregationError,
     AggregationRule,
+    AlreadyFolded,
     RunningSum,
+    SumClosed,
     Update,
     aggregate,
 )
@@ -137,8 +140,8 @@ def test_a_running_sum_is_fedavg_and_a_bad_update_leaves_it_untouched(
     updates = [Update(tmp_path / f"u{i}.safetensors", n) for i, n in enumerate((3, 5, 8))]
     running = RunningSum(model_path)
 
-    verdicts = [running.fold("u0", updates[0]), running.fold("bad", Update(bad, 4))]
-    verdicts += [running.fold(f"u{i}", updates[i]) for i in (1, 2)]
+    verdicts = [running.add("u0", updates[0]), running.add("bad", Update(bad, 4))]
+    verdicts += [running.add(f"u{i}", updates[i]) for i in (1, 2)]
     running.write(tmp_path / "running")
     aggregate(model_path, updates, AggregationRule.FEDAVG, tmp_path / "batch")
 
@@ -146,6 +149,67 @@ def test_a_running_sum_is_fedavg_and_a_bad_update_leaves_it_untouched(
     assert running.keys == {"u0", "u1", "u2"} and running.total_samples == 16
     folded, batch = load_file(str(tmp_path / "running")), load_file(str(tmp_path / "batch"))
     np.testing.assert_allclose(folded["conv.weight"], batch["conv.weight"], rtol=1e-6)
+
+
+def test_folds_in_parallel_lanes_sum_to_fedavg_and_a_taken_back_one_leaves_no_trace(
+    tmp_path: Path, model_path: Path
+) -> None:
+    _deltas(tmp_path, 6)
+    updates = [Update(tmp_path / f"u{i}.safetensors", i + 1) for i in range(6)]
+    running = RunningSum(model_path, lanes=3)
+    start = threading.Barrier(6)
+
+    def upload(index: int) -> None:
+        start.wait()
+        assert running.fold(f"u{index}", updates[index]) is None
+        # The last one is not recorded (say, the round closed meanwhile): taken back.
+        running.settle(f"u{index}", keep=index != 5)
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    running.write(tmp_path / "running")
+    aggregate(model_path, updates[:5], AggregationRule.FEDAVG, tmp_path / "batch")
+
+    assert running.keys == {f"u{i}" for i in range(5)} and running.total_samples == 15
+    folded, batch = load_file(str(tmp_path / "running")), load_file(str(tmp_path / "batch"))
+    np.testing.assert_allclose(folded["conv.weight"], batch["conv.weight"], rtol=1e-6)
+
+
+def test_writing_waits_for_a_pending_fold_and_closes_the_sum(
+    tmp_path: Path, model_path: Path
+) -> None:
+    _deltas(tmp_path, 2)
+    running = RunningSum(model_path)
+    running.add("u0", Update(tmp_path / "u0.safetensors", 2))
+    running.fold("u1", Update(tmp_path / "u1.safetensors", 3))
+    writer = threading.Thread(target=running.write, args=(tmp_path / "out",))
+
+    writer.start()
+    writer.join(timeout=0.2)
+    waited = writer.is_alive()
+    running.settle("u1", keep=False)
+    writer.join(timeout=10)
+
+    assert waited and not writer.is_alive()
+    assert running.keys == {"u0"} and (tmp_path / "out").exists()
+    with pytest.raises(SumClosed):
+        running.fold("u2", Update(tmp_path / "u1.safetensors", 3))
+
+
+def test_a_key_folds_once(tmp_path: Path, model_path: Path) -> None:
+    _deltas(tmp_path, 1)
+    update = Update(tmp_path / "u0.safetensors", 2)
+    running = RunningSum(model_path)
+    running.fold("u0", update)
+
+    with pytest.raises(AlreadyFolded):
+        running.fold("u0", update)
+    running.settle("u0", keep=True)
+    with pytest.raises(AlreadyFolded):
+        running.fold("u0", update)
 
 
 def test_coordinate_rules_read_block_by_block_with_the_same_result(

@@ -52,6 +52,8 @@ def test_bad_addresses_named(text: str, message: str) -> None:
         ({"tls_cert": Path("/nope.pem"), "tls_key": Path("/nope.key")}, "no such file"),
         ({"chunk_bytes": 16 << 20}, "chunk_bytes"),
         ({"heartbeat_timeout_s": 0}, "heartbeat_timeout_s"),
+        ({"upload_concurrency": 0}, "upload_concurrency must be from 1 to 32"),
+        ({"upload_concurrency": 33}, "upload_concurrency must be from 1 to 32"),
     ],
 )
 def test_bad_settings_named(tmp_path: Path, changes: dict[str, object], message: str) -> None:

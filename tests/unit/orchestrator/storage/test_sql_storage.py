@@ -485,6 +485,23 @@ class TestUpdates:
 
         assert storage.list_updates(round_.id) == [first]
 
+    def test_an_update_completes_its_assignment_in_the_same_transaction(
+        self, storage: SqlStorage
+    ) -> None:
+        round_, node, other = _round(storage), _node(storage, "a"), _node(storage, "b")
+        mine = storage.create_assignment(NewAssignment(round_.id, node.id, 4, 1, "[]", 1))
+        theirs = storage.create_assignment(NewAssignment(round_.id, other.id, 4, 1, "[]", 1))
+        storage.record_update(_accepted(round_.id, node.id), completes=mine.id)
+
+        with pytest.raises(ValueError, match="not node"):
+            storage.record_update(_accepted(round_.id, other.id), completes=mine.id)
+        with pytest.raises(StorageConflict):
+            storage.record_update(_accepted(round_.id, node.id), completes=mine.id)
+
+        assert storage.get_assignment(mine.id).status is AssignmentStatus.DONE  # type: ignore[union-attr]
+        assert storage.get_assignment(theirs.id).status is AssignmentStatus.PENDING  # type: ignore[union-attr]
+        assert len(storage.list_updates(round_.id)) == 1
+
     def test_a_node_whose_update_was_rejected_cannot_send_another(
         self, storage: SqlStorage
     ) -> None:
