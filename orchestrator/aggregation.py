@@ -281,6 +281,12 @@ class AlreadyFolded(AggregationError):
     """An update under this key is folded in already, or being folded."""
 
 
+_BLOCK_VALUES = 1 << 15
+"""Values weighted and added per step: the float64 block (256 KiB) stays in the CPU cache. With
+a whole-tensor temporary, which went out to memory and back, the arithmetic of a MobileNetV2
+fold took 9.5 ms; blocked, with the finiteness check on the float32 values, 6.2 ms."""
+
+
 class _Lane:
     """One partial sum: Σ samples × delta over the updates folded into this lane."""
 
@@ -292,7 +298,7 @@ class _Lane:
         # page faults (the kernel zeroing new pages) than the arithmetic itself.
         largest = max((total.size for total in self.sums.values()), default=0)
         self._raw = np.empty(largest * 8, dtype=np.uint8)
-        self._wide = np.empty(largest, dtype=np.float64)
+        self._block = np.empty(_BLOCK_VALUES, dtype=np.float64)
 
     def add(self, layout: Layout, update: Update) -> Verdict:
         """Check ``update`` and add it in the same read; if it is rejected, nothing is added."""
@@ -303,13 +309,11 @@ class _Lane:
                 if problem is not None:
                     return problem
                 for name, total in self.sums.items():
-                    weighted = self._weighted(reader, name, update.sample_count)
-                    # The sum is finite exactly when every value is: float32 values times a
-                    # sample count cannot overflow float64, and inf or nan anywhere propagates.
-                    if not math.isfinite(float(weighted.sum())):
+                    values = reader.read(name, into=self._raw)
+                    if not np.isfinite(values).all():
                         self._subtract(reader, added, update.sample_count)
                         return Problem.NON_FINITE, f"tensor {name!r} has non-finite values"
-                    total += weighted
+                    self._accumulate(total, values, update.sample_count)
                     added.append(name)
         except (OSError, ValueError) as exc:
             with contextlib.suppress(OSError, ValueError), TensorFile(update.path) as reader:
@@ -323,17 +327,22 @@ class _Lane:
             self._subtract(reader, list(self.sums), update.sample_count)
 
     def _subtract(self, reader: TensorFile, names: Sequence[str], samples: int) -> None:
-        # Subtracting what was added leaves a float64 rounding residue of ~1e-16, invisible
-        # once written as float32.
+        # Adding the exact negation of what was added leaves a float64 rounding residue of
+        # ~1e-16, invisible once written as float32.
         for name in names:
-            self.sums[name] -= self._weighted(reader, name, samples)
+            self._accumulate(self.sums[name], reader.read(name, into=self._raw), -samples)
 
-    def _weighted(self, reader: TensorFile, name: str, samples: int) -> np.ndarray:
-        """``samples × tensor`` as float64, in the reused buffer (valid until the next call)."""
-        values = reader.read(name, into=self._raw)
-        weighted = self._wide[: values.size].reshape(values.shape)
-        np.multiply(values, samples, out=weighted)
-        return weighted
+    def _accumulate(self, total: np.ndarray, values: np.ndarray, factor: int) -> None:
+        """``total += factor × values`` in float64 (products of float32 values and integer
+        sample counts are exact there), a cache-sized block at a time."""
+        flat_total = total.reshape(-1)
+        flat_values = values.reshape(-1)
+        for start in range(0, flat_values.size, _BLOCK_VALUES):
+            piece = flat_values[start : start + _BLOCK_VALUES]
+            block = self._block[: piece.size]
+            np.multiply(piece, factor, out=block)
+            target = flat_total[start : start + piece.size]
+            np.add(target, block, out=target)
 
 
 class RunningSum:
