@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_CHUNK_BYTES = 1 << 20
-HANDLER_THREADS = 32
-"""The gRPC server's handler threads: every call in progress holds one."""
+RESERVED_THREADS = 16
+"""Handler threads uploads may never take: heartbeats, pulls and the jobs API keep these."""
 MAX_CHUNK_BYTES = 4 << 20
 """gRPC's default message limit is 4 MiB; a chunk plus its envelope must stay under it."""
 
@@ -77,11 +77,15 @@ class CoordinatorConfig:
     """How often the conductor looks at deadlines and starts rounds (it also wakes on events)."""
     fsync: bool = True
     """Flush stored weights and updates to disk before acknowledging them (off only in tests)."""
+    handler_threads: int = 128
+    """The gRPC server's handler threads; every call in progress holds one, an upload waiting
+    for its turn too. Uploads may hold all but ``RESERVED_THREADS``; one more is refused with
+    ``UNAVAILABLE`` (``ERROR_CODE_BUSY``), which agents retry after a backoff."""
     upload_concurrency: int = 4
     """How many uploads are received and checked at once; the others wait (their streams hold
     64 KiB each, and their boards wait for HTTP/2 flow control). On 2 cores, 100 MobileNetV2
-    uploads took 8.3-8.4 s at 4 against 9.2-9.3 s with all 32 handler threads at it, and less
-    coordinator CPU: fewer streams fighting over the interpreter lock. Up to the handler threads."""
+    uploads took 8.3-8.4 s at 4 against 9.2-9.3 s with 32 at once, and less coordinator CPU:
+    fewer streams fighting over the interpreter lock. About twice the cores."""
     http2_bdp_probe: bool = False
     """gRPC's bandwidth-delay-product probing, which grows each HTTP/2 stream's receive window
     (on in gRPC by default). Off here: each stream's window stays at 64 KiB, so a burst of a
@@ -121,10 +125,15 @@ class CoordinatorConfig:
             raise ValueError(
                 f"default_overhead_fraction must be in [0, 1), got {self.default_overhead_fraction}"
             )
-        if not 1 <= self.upload_concurrency <= HANDLER_THREADS:
+        if self.handler_threads <= RESERVED_THREADS:
             raise ValueError(
-                f"upload_concurrency must be from 1 to {HANDLER_THREADS}, "
-                f"got {self.upload_concurrency}"
+                f"handler_threads must be more than the {RESERVED_THREADS} kept for short calls, "
+                f"got {self.handler_threads}"
+            )
+        if not 1 <= self.upload_concurrency <= self.upload_threads:
+            raise ValueError(
+                f"upload_concurrency must be from 1 to {self.upload_threads} "
+                f"(handler_threads - {RESERVED_THREADS}), got {self.upload_concurrency}"
             )
         if not self.heartbeat_timeout_s > 0:
             raise ValueError(
@@ -136,6 +145,11 @@ class CoordinatorConfig:
         if self.db_url is not None:
             return self.db_url
         return f"sqlite+pysqlite:///{self.data_dir / 'registry.sqlite3'}"
+
+    @property
+    def upload_threads(self) -> int:
+        """How many uploads may be in progress, received or waiting for their turn."""
+        return self.handler_threads - RESERVED_THREADS
 
     @property
     def model_store_dir(self) -> Path:

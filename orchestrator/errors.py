@@ -73,6 +73,7 @@ class ErrorCode(enum.Enum):
     TOO_LARGE = _Entry(
         grpc.StatusCode.RESOURCE_EXHAUSTED, _C.ERROR_CODE_TOO_LARGE, "transfer too large"
     )
+    BUSY = _Entry(grpc.StatusCode.UNAVAILABLE, _C.ERROR_CODE_BUSY, "coordinator busy, retry later")
     JOB_NOT_CANCELLABLE = _Entry(
         grpc.StatusCode.FAILED_PRECONDITION,
         _C.ERROR_CODE_FAILED_PRECONDITION,

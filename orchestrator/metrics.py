@@ -151,6 +151,15 @@ class FleetMetrics:
             ["job_id", "node_id", "hardware_class"],
             registry=self.registry,
         )
+        self.uploads_in_progress = Gauge(
+            "edgefleet_uploads_in_progress",
+            "Uploads holding a handler thread: receiving (in one of the upload_concurrency "
+            "slots) or waiting for a slot.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.uploads_in_progress.labels("receiving")
+        self.uploads_in_progress.labels("waiting")
         # Every series exists from the start at zero, so that rate() and increase() see the first
         # rejection of a kind as a rise, not as a series appearing.
         self.updates.labels("accepted", "")

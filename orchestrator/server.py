@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from orchestrator.conductor import Conductor
-from orchestrator.config import HANDLER_THREADS, CoordinatorConfig
+from orchestrator.config import CoordinatorConfig
 from orchestrator.interceptors import ErrorInterceptor
 from orchestrator.metrics import MetricsInterceptor
 from orchestrator.servicers.fleet import FleetServicer
@@ -67,7 +67,7 @@ def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[Running
             ErrorInterceptor(),
         ]
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=HANDLER_THREADS),
+            futures.ThreadPoolExecutor(max_workers=config.handler_threads),
             interceptors=interceptors,
             options=[("grpc.http2.bdp_probe", int(config.http2_bdp_probe))],
         )

@@ -41,6 +41,8 @@ class FleetState:
     metrics: FleetMetrics = field(init=False)
     upload_slots: threading.BoundedSemaphore = field(init=False)
     """Held while an update is received and checked (``config.upload_concurrency`` of them)."""
+    upload_admission: threading.BoundedSemaphore = field(init=False)
+    """Held by every upload in progress, waiting for a slot or not (``config.upload_threads``)."""
     round_lock: threading.RLock = field(init=False, default_factory=threading.RLock)
     wake: threading.Event = field(init=False, default_factory=threading.Event)
     """Set to have the conductor look at the jobs now rather than at its next tick."""
@@ -60,3 +62,4 @@ class FleetState:
         self.events = EventLog(self.storage)
         self.metrics = FleetMetrics(self.storage, self.config.heartbeat_timeout_s)
         self.upload_slots = threading.BoundedSemaphore(self.config.upload_concurrency)
+        self.upload_admission = threading.BoundedSemaphore(self.config.upload_threads)

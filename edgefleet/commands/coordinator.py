@@ -65,6 +65,10 @@ def serve(
     fsync: Annotated[
         bool | None, typer.Option("--fsync/--no-fsync", help="Flush weights before answering.")
     ] = None,
+    handler_threads: Annotated[
+        int | None,
+        typer.Option("--handler-threads", help="gRPC handler threads (uploads leave 16 free)."),
+    ] = None,
     upload_concurrency: Annotated[
         int | None,
         typer.Option("--upload-concurrency", help="Uploads received at once; the rest wait."),
@@ -90,6 +94,7 @@ def serve(
             ("default_overhead_fraction", default_overhead_fraction),
             ("tick_s", tick_s),
             ("fsync", fsync),
+            ("handler_threads", handler_threads),
             ("upload_concurrency", upload_concurrency),
             ("http2_bdp_probe", http2_bdp_probe),
         )

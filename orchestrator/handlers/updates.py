@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +123,43 @@ def upload_update(
     header: UpdateHeader,
     chunks: Iterable[tuple[int, bytes]],
 ) -> UploadVerdict:
+    """Judge and record one upload; refused with ``BUSY`` when uploads hold every thread they
+    may (each holds one while it waits for a slot, and the other calls need some)."""
+    if not state.upload_admission.acquire(blocking=False):
+        raise FleetError(
+            ErrorCode.BUSY,
+            f"{state.config.upload_threads} uploads in progress; retry after a backoff",
+        )
+    try:
+        return _upload(state, credential, header, chunks)
+    finally:
+        state.upload_admission.release()
+
+
+@contextmanager
+def _upload_slot(state: FleetState) -> Iterator[None]:
+    """One of the ``upload_concurrency`` slots, waited for; the wait shows in the metrics."""
+    waiting = state.metrics.uploads_in_progress.labels("waiting")
+    receiving = state.metrics.uploads_in_progress.labels("receiving")
+    waiting.inc()
+    try:
+        state.upload_slots.acquire()
+    finally:
+        waiting.dec()
+    receiving.inc()
+    try:
+        yield
+    finally:
+        receiving.dec()
+        state.upload_slots.release()
+
+
+def _upload(
+    state: FleetState,
+    credential: str,
+    header: UpdateHeader,
+    chunks: Iterable[tuple[int, bytes]],
+) -> UploadVerdict:
     node = authenticate(state, header.node_id, credential)
     if header.num_samples < 1:
         raise FleetError(ErrorCode.INVALID_REQUEST, "must be at least 1", "header.num_samples")
@@ -150,7 +188,7 @@ def upload_update(
     running = None
     # Uploads beyond the slots wait here, before reading their streams: a burst of a hundred
     # went faster a few at a time than all at once (config.upload_concurrency).
-    with state.upload_slots:
+    with _upload_slot(state):
         try:
             digest = receive_blob(state, header.blob, chunks, max_bytes=max_bytes, kind="update")
         except FleetError as exc:

@@ -97,6 +97,10 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """The transfer exceeds what the coordinator accepts for this model (RESOURCE_EXHAUSTED)."""
     ERROR_CODE_BAD_FORMAT: _ErrorCode.ValueType  # 13
     """The data is not in an accepted format (not safetensors)."""
+    ERROR_CODE_BUSY: _ErrorCode.ValueType  # 14
+    """UNAVAILABLE: the coordinator is taking as many uploads as it can hold; retry after a
+    backoff (the other calls are served meanwhile).
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """One catalog of error codes, shared by both services. Each maps to one gRPC status code (named
@@ -140,6 +144,10 @@ ERROR_CODE_TOO_LARGE: ErrorCode.ValueType  # 12
 """The transfer exceeds what the coordinator accepts for this model (RESOURCE_EXHAUSTED)."""
 ERROR_CODE_BAD_FORMAT: ErrorCode.ValueType  # 13
 """The data is not in an accepted format (not safetensors)."""
+ERROR_CODE_BUSY: ErrorCode.ValueType  # 14
+"""UNAVAILABLE: the coordinator is taking as many uploads as it can hold; retry after a
+backoff (the other calls are served meanwhile).
+"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final

@@ -8,6 +8,7 @@ assumes, and weight updates made with numpy. The real agent comes with its own t
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from safetensors.numpy import save
 
 from edgefleet.transfer import blob_info, split
@@ -224,6 +226,17 @@ def pull_each(
     if len(found) < len(boards):
         raise AssertionError(f"{len(boards) - len(found)} boards got no {kind} task")
     return [found[index] for index in range(len(boards))]
+
+
+def metric_value(metrics_port: int, name: str, labels: dict[str, str]) -> float:
+    """The value of sample ``name{labels}`` on the coordinator's metrics endpoint (0 if absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "") -> None:

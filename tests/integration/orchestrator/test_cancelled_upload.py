@@ -17,6 +17,7 @@ from edgefleet.transfer import blob_info
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
 from tests.integration.orchestrator.fleet import (
     coordinator,
+    metric_value,
     model_bytes,
     pull_each,
     server_of,
@@ -25,19 +26,9 @@ from tests.integration.orchestrator.fleet import (
 )
 
 
-def _sample(metrics_port: int, name: str, labels: dict[str, str]) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
 def _wait_for(metrics_port: int, name: str, labels: dict[str, str]) -> None:
     deadline = time.monotonic() + 20
-    while _sample(metrics_port, name, labels) <= 0:
+    while metric_value(metrics_port, name, labels) <= 0:
         assert time.monotonic() < deadline, f"{name}{labels} never counted"
         time.sleep(0.05)
 

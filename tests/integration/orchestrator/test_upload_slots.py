@@ -1,4 +1,5 @@
-"""Uploads beyond ``upload_concurrency`` wait for a slot, then go through; none is lost."""
+"""Uploads beyond ``upload_concurrency`` wait for a slot, then go through; past the threads
+uploads may hold, one is refused as busy while the other calls are still served."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
+import pytest
 
 from edgefleet.transfer import blob_info
+from node_agent.client import FleetClient
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, jobs_pb2
 from tests.integration.orchestrator.fleet import (
+    Fleet,
     coordinator,
+    metric_value,
     model_bytes,
     pull_each,
+    server_of,
     train,
     wait_for,
     weights,
@@ -25,44 +32,56 @@ def _delta(value: float) -> dict[str, np.ndarray]:
     return {k: np.full_like(v, value) if v.dtype.kind == "f" else v for k, v in weights().items()}
 
 
-def test_an_upload_waits_while_the_only_slot_is_held_and_both_count(tmp_path: Path) -> None:
-    with coordinator(tmp_path, upload_concurrency=1) as fleet:
-        slow, fast = fleet.board("slow"), fleet.board("fast")
-        job = fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=2)
-        slow_task, fast_task = pull_each([slow, fast])
-        slow.download_weights(slow_task.train.job_id, slow_task.train.round)
+class _HeldUpload:
+    """An upload that sends its header and a first chunk, then waits for ``go_on``."""
+
+    def __init__(self, fleet: Fleet, board: FleetClient, task: fleet_pb2.PullTaskResponse) -> None:
+        board.download_weights(task.train.job_id, task.train.round)
         data = model_bytes(_delta(1.0))
         header = fleet_pb2.UpdateHeader(
-            node_id=slow.node_id,
-            task_id=slow_task.task_id,
-            job_id=slow_task.train.job_id,
-            round=slow_task.train.round,
+            node_id=board.node_id,
+            task_id=task.task_id,
+            job_id=task.train.job_id,
+            round=task.train.round,
             num_samples=8,
             blob=blob_info(data),
         )
-        first_chunk_sent, go_on = threading.Event(), threading.Event()
+        self.first_chunk_sent = threading.Event()
+        self.go_on = threading.Event()
 
-        def held_upload() -> Iterator[fleet_pb2.UploadUpdateRequest]:
+        def messages() -> Iterator[fleet_pb2.UploadUpdateRequest]:
             yield fleet_pb2.UploadUpdateRequest(header=header)
             yield fleet_pb2.UploadUpdateRequest(
                 chunk=common_pb2.Chunk(offset_bytes=0, data=data[:100])
             )
-            first_chunk_sent.set()
-            go_on.wait(30)
+            self.first_chunk_sent.set()
+            self.go_on.wait(30)
             yield fleet_pb2.UploadUpdateRequest(
                 chunk=common_pb2.Chunk(offset_bytes=100, data=data[100:])
             )
 
         stub = fleet_pb2_grpc.FleetServiceStub(fleet.channel)
-        held = stub.UploadUpdate.future(
-            held_upload(), metadata=[("authorization", f"Bearer {slow.credential}")]
+        self.call = stub.UploadUpdate.future(
+            messages(), metadata=[("authorization", f"Bearer {board.credential}")]
         )
-        assert first_chunk_sent.wait(10)
+        assert self.first_chunk_sent.wait(10)
+
+    def finish(self) -> fleet_pb2.UploadUpdateResponse:
+        self.go_on.set()
+        response: fleet_pb2.UploadUpdateResponse = self.call.result(timeout=20)
+        return response
+
+
+def test_an_upload_waits_while_the_only_slot_is_held_and_both_count(tmp_path: Path) -> None:
+    with coordinator(tmp_path, upload_concurrency=1) as fleet:
+        slow, fast = fleet.board("slow"), fleet.board("fast")
+        job = fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=2)
+        slow_task, fast_task = pull_each([slow, fast])
+        held = _HeldUpload(fleet, slow, slow_task)
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(train, fast, fast_task, _delta(3.0))
             finished_while_held = _done_within(waiting, 1.0)
-            go_on.set()
-            slow_verdict = held.result(timeout=20)
+            slow_verdict = held.finish()
             fast_verdict = waiting.result(timeout=20)
         wait_for(lambda: fleet.get(job.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED, what="end")
         final = fleet.get(job.job_id)
@@ -71,6 +90,42 @@ def test_an_upload_waits_while_the_only_slot_is_held_and_both_count(tmp_path: Pa
     assert slow_verdict.accepted, slow_verdict.rejection.message
     assert fast_verdict.accepted, fast_verdict.rejection.message
     assert final.num_rounds_completed == 1
+
+
+def test_an_upload_past_the_threads_uploads_may_hold_is_refused_busy_and_retried(
+    tmp_path: Path,
+) -> None:
+    # 18 handler threads, 16 kept for the other calls: two uploads at a time, one receiving.
+    with coordinator(tmp_path, handler_threads=18, upload_concurrency=1, metrics_port=0) as fleet:
+        port = server_of(fleet).metrics_port
+        assert port is not None
+        boards = [fleet.board(f"board-{i}") for i in range(3)]
+        job = fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=3)
+        tasks = pull_each(boards)
+        held = _HeldUpload(fleet, boards[0], tasks[0])
+        _wait_for_uploads(port, "receiving", 1)
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(train, boards[1], tasks[1], _delta(2.0))
+            _wait_for_uploads(port, "waiting", 1)
+            with pytest.raises(grpc.RpcError) as refused:
+                train(boards[2], tasks[2], _delta(3.0))
+            heartbeat = boards[2].heartbeat()
+            verdicts = [held.finish(), waiting.result(timeout=20)]
+        verdicts.append(train(boards[2], tasks[2], _delta(3.0)))
+        wait_for(lambda: fleet.get(job.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED, what="end")
+
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "2 uploads in progress" in (refused.value.details() or "")
+    assert heartbeat.next_heartbeat_s > 0
+    assert [v.accepted for v in verdicts] == [True, True, True]
+
+
+def _wait_for_uploads(metrics_port: int, state: str, count: int) -> None:
+    labels = {"state": state}
+    wait_for(
+        lambda: metric_value(metrics_port, "edgefleet_uploads_in_progress", labels) == count,
+        what=f"{count} upload(s) {state}",
+    )
 
 
 def _done_within(future: Future[fleet_pb2.UploadUpdateResponse], timeout_s: float) -> bool:

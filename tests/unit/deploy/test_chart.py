@@ -62,6 +62,7 @@ OPTION_FIELDS = {
     "--default-overhead-fraction": "default_overhead_fraction",
     "--tick-s": "tick_s",
     "--fsync": "fsync",
+    "--handler-threads": "handler_threads",
     "--upload-concurrency": "upload_concurrency",
     "--http2-bdp-probe": "http2_bdp_probe",
 }
@@ -177,6 +178,7 @@ def test_default_values_run_one_non_root_coordinator_with_persistent_data() -> N
         "--default-overhead-fraction": "0.5",
         "--tick-s": "0.5",
         "--fsync": "true",
+        "--handler-threads": "128",
         "--upload-concurrency": "4",
         "--http2-bdp-probe": "false",
     }

@@ -52,8 +52,10 @@ def test_bad_addresses_named(text: str, message: str) -> None:
         ({"tls_cert": Path("/nope.pem"), "tls_key": Path("/nope.key")}, "no such file"),
         ({"chunk_bytes": 16 << 20}, "chunk_bytes"),
         ({"heartbeat_timeout_s": 0}, "heartbeat_timeout_s"),
-        ({"upload_concurrency": 0}, "upload_concurrency must be from 1 to 32"),
-        ({"upload_concurrency": 33}, "upload_concurrency must be from 1 to 32"),
+        ({"upload_concurrency": 0}, "upload_concurrency must be from 1 to 112"),
+        ({"upload_concurrency": 113}, "upload_concurrency must be from 1 to 112"),
+        ({"handler_threads": 16}, "handler_threads must be more than the 16"),
+        ({"handler_threads": 20, "upload_concurrency": 5}, "from 1 to 4"),
     ],
 )
 def test_bad_settings_named(tmp_path: Path, changes: dict[str, object], message: str) -> None:
