@@ -119,7 +119,7 @@ class FleetClient:
         parameter_bytes: int,
         buffer_bytes: int,
         num_classes: int,
-        allocator_overhead_fraction: float = 0.0,
+        allocator_overhead_fraction: float | None = None,
         allocator_overhead_bytes: int = 0,
     ) -> fleet_pb2.UploadProfileResponse:
         response: fleet_pb2.UploadProfileResponse = self._stub.UploadProfile(

@@ -37,7 +37,8 @@ class ProfileResult:
     parameter_bytes: int
     buffer_bytes: int
     num_classes: int
-    allocator_overhead_fraction: float
+    allocator_overhead_fraction: float | None
+    """None: not measured (the task did not ask, or gave one batch size)."""
     allocator_overhead_bytes: int
 
 
@@ -86,10 +87,13 @@ def _overhead_at(
 
 def allocator_overhead(
     model_name: str, image_size: int, num_classes: int, batch_sizes: list[int]
-) -> tuple[float, int]:
-    """Allocator bytes beyond live tensors: a fraction of them plus a constant (both ≥ 0)."""
+) -> tuple[float | None, int]:
+    """Allocator bytes beyond live tensors: a fraction of them plus a constant (both ≥ 0).
+
+    The fraction is None when it cannot be measured (one batch size: no slope to fit).
+    """
     if len(batch_sizes) < 2:
-        return 0.0, 0
+        return None, 0
     small = _overhead_at(model_name, image_size, num_classes, batch_sizes[0])
     large = _overhead_at(model_name, image_size, num_classes, batch_sizes[-1])
     (live_a, over_a), (live_b, over_b) = small, large
@@ -109,7 +113,8 @@ def run_profile(task: fleet_pb2.ProfileTask) -> ProfileResult:
     parameter_bytes = unique_storage_bytes(model.parameters())
     buffer_bytes = unique_storage_bytes(model.buffers())
     del model
-    fraction, constant = 0.0, 0
+    fraction: float | None = None
+    constant = 0
     if task.calibrate:
         fraction, constant = allocator_overhead(
             task.model_name, max(task.image_sizes), num_classes, sorted(set(task.batch_sizes))

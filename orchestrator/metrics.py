@@ -23,7 +23,7 @@ from orchestrator.errors import Rejection
 from orchestrator.interceptors import BehaviourInterceptor
 from orchestrator.planning import plan_fields
 from orchestrator.storage import Storage
-from orchestrator.storage.records import JobStatus
+from orchestrator.storage.records import JobStatus, RoundStatus
 
 _ROUND_BUCKETS_S = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -54,7 +54,25 @@ class _FleetCollector(Collector):
         for state in JobStatus:
             jobs.add_metric([state.value], states.get(state, 0))
         yield jobs
+        yield self._deadlines([job.id for job in records if job.status is JobStatus.RUNNING])
         yield from self._plans({job.id for job in records if not job.status.is_terminal})
+
+    def _deadlines(self, running_jobs: list[str]) -> GaugeMetricFamily:
+        # The conductor closes a round at its deadline at the latest: one still open well past
+        # it means the conductor is stuck, which an alert can now see directly.
+        deadlines = GaugeMetricFamily(
+            "edgefleet_round_deadline_timestamp_seconds",
+            "Deadline of each running job's open round (Unix time).",
+            labels=["job_id", "round"],
+        )
+        for job_id in running_jobs:
+            rounds = self._storage.list_rounds(job_id)
+            if rounds and rounds[-1].status is RoundStatus.OPEN:
+                open_round = rounds[-1]
+                deadlines.add_metric(
+                    [job_id, str(open_round.number)], open_round.deadline_at.timestamp()
+                )
+        return deadlines
 
     def _plans(self, active_jobs: set[str]) -> Iterator[GaugeMetricFamily]:
         labels = ["job_id", "node_id", "hardware_class"]

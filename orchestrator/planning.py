@@ -49,15 +49,21 @@ class ProfileSample:
     chain: Chain
 
 
+_PAYLOAD_FORMAT = 2
+"""Format 1 stored 0.0 for an overhead the board did not measure; format 2 stores null."""
+
+
 @dataclass(frozen=True)
 class MemoryModelPayload:
     memory_model: MemoryModel
-    allocator_overhead_fraction: float
+    allocator_overhead_fraction: float | None
+    """None: not measured by the board; the planner assumes the coordinator's default."""
     allocator_overhead_bytes: int
 
     def to_json(self) -> str:
         return json.dumps(
             {
+                "format": _PAYLOAD_FORMAT,
                 "memory_model": self.memory_model.to_dict(),
                 "allocator_overhead_fraction": self.allocator_overhead_fraction,
                 "allocator_overhead_bytes": self.allocator_overhead_bytes,
@@ -67,9 +73,12 @@ class MemoryModelPayload:
     @classmethod
     def from_json(cls, text: str) -> MemoryModelPayload:
         data = json.loads(text)
+        fraction = data["allocator_overhead_fraction"]
+        if data.get("format", 1) == 1 and fraction == 0.0:
+            fraction = None
         return cls(
             memory_model=MemoryModel.from_dict(data["memory_model"]),
-            allocator_overhead_fraction=float(data["allocator_overhead_fraction"]),
+            allocator_overhead_fraction=None if fraction is None else float(fraction),
             allocator_overhead_bytes=int(data["allocator_overhead_bytes"]),
         )
 
@@ -150,7 +159,9 @@ def plan_node(
     budget = planning_budget_bytes(
         budget_bytes(hardware, ram_fraction), hardware.runtime_baseline_bytes, oom_count
     )
-    fraction = student.allocator_overhead_fraction or default_overhead_fraction
+    fraction = student.allocator_overhead_fraction
+    if fraction is None:
+        fraction = default_overhead_fraction
     facts = ProcessFacts(
         runtime_baseline_bytes=hardware.runtime_baseline_bytes,
         allocator_overhead_fraction=fraction,

@@ -159,7 +159,9 @@ def _answer_profile(
         parameter_bytes=measured.parameter_bytes,
         buffer_bytes=measured.buffer_bytes,
         num_classes=measured.num_classes,
-        allocator_overhead_fraction=measured.allocator_overhead_fraction,
+        allocator_overhead_fraction=measured.allocator_overhead_fraction
+        if measured.HasField("allocator_overhead_fraction")
+        else None,
         allocator_overhead_bytes=measured.allocator_overhead_bytes,
     )
     if not response.accepted:

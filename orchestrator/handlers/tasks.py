@@ -165,7 +165,8 @@ class ProfileUpload:
     buffer_bytes: int
     num_classes: int
     samples: Sequence[ProfileSample]
-    allocator_overhead_fraction: float
+    allocator_overhead_fraction: float | None
+    """None: the board did not measure it (the coordinator's default applies)."""
     allocator_overhead_bytes: int
 
 
@@ -183,7 +184,8 @@ def upload_profile(
             f"the task profiles {task.model!r}, not {upload.model_name!r}",
             "model_name",
         )
-    if not 0 <= upload.allocator_overhead_fraction < 1:
+    fraction = upload.allocator_overhead_fraction
+    if fraction is not None and not 0 <= fraction < 1:
         raise FleetError(
             ErrorCode.INVALID_REQUEST,
             "must be in [0, 1)",

@@ -162,7 +162,9 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             buffer_bytes=request.buffer_bytes,
             num_classes=request.num_classes,
             samples=[_sample(i, profile) for i, profile in enumerate(request.profiles)],
-            allocator_overhead_fraction=request.allocator_overhead_fraction,
+            allocator_overhead_fraction=request.allocator_overhead_fraction
+            if request.HasField("allocator_overhead_fraction")
+            else None,
             allocator_overhead_bytes=request.allocator_overhead_bytes,
         )
         reason = tasks.upload_profile(self._state, request.node_id, _credential(context), upload)

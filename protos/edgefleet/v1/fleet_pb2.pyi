@@ -570,7 +570,8 @@ class UploadProfileRequest(_message.Message):
     """Bytes of the model's buffers (batch-norm statistics), counted like the parameters."""
     allocator_overhead_fraction: _builtins.float
     """What the board's allocator holds beyond live tensors at a training step's peak, per live
-    tensor byte, as the agent measured it (checkpointing.calibrate); 0: the coordinator's default.
+    tensor byte, as the agent measured it (checkpointing.calibrate). Absent: not measured, and
+    the coordinator assumes its default; 0 is a measurement like any other.
     """
     allocator_overhead_bytes: _builtins.int
     """The part of that overhead that does not grow with the tensors, in bytes."""
@@ -591,15 +592,17 @@ class UploadProfileRequest(_message.Message):
         parameter_bytes: _builtins.int = ...,
         buffer_bytes: _builtins.int = ...,
         profiles: _abc.Iterable[Global___ChainProfile] | None = ...,
-        allocator_overhead_fraction: _builtins.float = ...,
+        allocator_overhead_fraction: _builtins.float | None = ...,
         allocator_overhead_bytes: _builtins.int = ...,
         num_classes: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allocator_overhead_fraction", b"_allocator_overhead_fraction", "allocator_overhead_fraction", b"allocator_overhead_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocator_overhead_bytes", b"allocator_overhead_bytes", "allocator_overhead_fraction", b"allocator_overhead_fraction", "buffer_bytes", b"buffer_bytes", "model_name", b"model_name", "node_id", b"node_id", "num_classes", b"num_classes", "parameter_bytes", b"parameter_bytes", "profiles", b"profiles", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allocator_overhead_fraction", b"_allocator_overhead_fraction", "allocator_overhead_bytes", b"allocator_overhead_bytes", "allocator_overhead_fraction", b"allocator_overhead_fraction", "buffer_bytes", b"buffer_bytes", "model_name", b"model_name", "node_id", b"node_id", "num_classes", b"num_classes", "parameter_bytes", b"parameter_bytes", "profiles", b"profiles", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__allocator_overhead_fraction: _TypeAlias = _typing.Literal["allocator_overhead_fraction"]  # noqa: Y015
+    _WhichOneofArgType__allocator_overhead_fraction: _TypeAlias = _typing.Literal["_allocator_overhead_fraction", b"_allocator_overhead_fraction"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__allocator_overhead_fraction) -> _WhichOneofReturnType__allocator_overhead_fraction | None: ...
 
 Global___UploadProfileRequest: _TypeAlias = UploadProfileRequest  # noqa: Y015
 

@@ -8,11 +8,15 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load
 
+from orchestrator.planning import MemoryModelPayload
+from orchestrator.storage import SqlStorage
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, jobs_pb2
 from tests.integration.orchestrator.fleet import (
     ADMIN,
     MIB,
     answer_profile,
+    chain_profile,
+    config_for,
     coordinator,
     model_bytes,
     pull_each,
@@ -309,8 +313,6 @@ def test_an_unusable_profile_is_refused_with_the_reason(tmp_path: Path) -> None:
         board = fleet.board("pi-1")
         fleet.submit(model_bytes(weights()))
         task = pull_until(board, "profile")
-        from tests.integration.orchestrator.fleet import chain_profile
-
         only_one = board.upload_profile(
             task.task_id,
             "tiny",
@@ -328,3 +330,36 @@ def test_an_unusable_profile_is_refused_with_the_reason(tmp_path: Path) -> None:
         jobs_pb2.MEMORY_MODEL_STATE_FAILED,
         jobs_pb2.MEMORY_MODEL_STATE_PROFILING,
     )
+
+
+def test_an_overhead_the_board_did_not_measure_is_stored_as_unmeasured(tmp_path: Path) -> None:
+    with coordinator(tmp_path) as fleet:
+        measured, unmeasured = (
+            fleet.board("a", hardware_class="a"),
+            fleet.board("b", hardware_class="b"),
+        )
+        fleet.submit(model_bytes(weights()))
+        for board, fraction in ((measured, 0.0), (unmeasured, None)):
+            task = pull_until(board, "profile")
+            profile = task.profile
+            response = board.upload_profile(
+                task.task_id,
+                profile.model_name,
+                [chain_profile(b, s) for b in profile.batch_sizes for s in profile.image_sizes],
+                parameter_bytes=4 * MIB,
+                buffer_bytes=0,
+                num_classes=10,
+                allocator_overhead_fraction=fraction,
+            )
+            assert response.accepted, response.rejection.message
+    storage = SqlStorage(config_for(tmp_path).database_url)
+    try:
+        stored = {
+            record.hardware_class: MemoryModelPayload.from_json(record.payload_json)
+            for record in storage.list_memory_models()
+        }
+    finally:
+        storage.close()
+
+    assert stored["a"].allocator_overhead_fraction == 0.0
+    assert stored["b"].allocator_overhead_fraction is None

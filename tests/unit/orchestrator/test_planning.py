@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from checkpointing.chain import Chain
@@ -40,10 +42,10 @@ def _sample(batch: int, size: int) -> ProfileSample:
     )
 
 
-def _payload() -> MemoryModelPayload:
+def _payload(overhead_fraction: float | None = 0.1) -> MemoryModelPayload:
     wanted = [(b, s) for b in (1, 2) for s in (16, 32)]
     model = fit_profiles("tiny", [_sample(b, s) for b, s in wanted], MIB, 0, 10, wanted)
-    return MemoryModelPayload(model, 0.1, 0)
+    return MemoryModelPayload(model, overhead_fraction, 0)
 
 
 def _hardware(budget: int) -> Hardware:
@@ -102,3 +104,50 @@ def test_a_plan_fits_the_budget_and_a_too_small_board_gets_its_shortfall() -> No
     assert roomy.plan.predicted_peak_bytes <= roomy.budget_bytes == 400 * MIB
     assert shrunk.plan is not None and shrunk.plan.batch_size < roomy.plan.batch_size
     assert not tiny.fits and tiny.shortfall_bytes > 0 and tiny.plan_json() is None
+
+
+def test_a_measured_zero_overhead_is_used_and_an_unmeasured_one_gets_the_default() -> None:
+    spec = JobSpec(student="tiny", image_size=32, rounds=1, local_steps=1, learning_rate=0.1)
+    hardware = _hardware(200 * MIB)
+
+    plans = {
+        fraction: plan_node(
+            spec,
+            hardware,
+            _payload(fraction),
+            None,
+            ram_fraction=0.85,
+            default_overhead_fraction=0.5,
+        ).plan
+        for fraction in (0.0, None, 0.5)
+    }
+
+    measured_zero, unmeasured, half = plans[0.0], plans[None], plans[0.5]
+    assert measured_zero is not None and unmeasured is not None and half is not None
+    assert unmeasured.batch_size == half.batch_size < measured_zero.batch_size
+
+
+@pytest.mark.parametrize(
+    ("payload_format", "stored", "expected"),
+    [
+        (2, 0.0, 0.0),
+        (2, None, None),
+        (2, 0.25, 0.25),
+        # Format 1 (no "format" key) wrote 0.0 for "not measured".
+        (None, 0.0, None),
+        (None, 0.25, 0.25),
+    ],
+)
+def test_stored_payloads_read_back_what_the_board_measured(
+    payload_format: int | None, stored: float | None, expected: float | None
+) -> None:
+    data = json.loads(_payload().to_json())
+    del data["format"]
+    if payload_format is not None:
+        data["format"] = payload_format
+    data["allocator_overhead_fraction"] = stored
+
+    payload = MemoryModelPayload.from_json(json.dumps(data))
+
+    assert payload.allocator_overhead_fraction == expected
+    assert MemoryModelPayload.from_json(payload.to_json()) == payload
