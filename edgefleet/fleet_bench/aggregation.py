@@ -100,6 +100,9 @@ class AggregationResult:
     """Busy time that was neither the coordinator's nor the boards' (the bench process, the
     kernel's threads, and any other work on the machine: a busy neighbour shows up here)."""
     accepted: int
+    busy_refusals: int
+    """Uploads the coordinator refused as busy and the boards sent again (past its upload
+    threads); 0 while the boards are fewer than ``handler_threads`` - 16."""
     outcome: str
     fsync: bool
     coordinator_loaded_torch: bool
@@ -226,10 +229,11 @@ def run_aggregation_bench(config: AggregationBenchConfig, report: Report) -> Agg
         machine_cpu_s=machine_s,
         other_cpu_s=max(machine_s - cpu_s - boards_cpu_s, 0.0),
         accepted=config.nodes - len(refused),
+        busy_refusals=sum(int(str(r["busy_refusals"])) for r in results),
         outcome=jobs_pb2.RoundOutcome.Name(completed.outcome)
         .removeprefix("ROUND_OUTCOME_")
         .lower(),
-        # `coordinator serve` has no switch for it: stored updates are always flushed to disk.
+        # The bench serves with the coordinator's defaults, which flush stored updates to disk.
         fsync=True,
         coordinator_loaded_torch=loaded_torch,
         profile_s=profile_s,

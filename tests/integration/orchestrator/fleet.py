@@ -7,6 +7,7 @@ assumes, and weight updates made with numpy. The real agent comes with its own t
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from edgefleet.transfer import blob_info, split
 from node_agent.client import FleetClient
 from orchestrator.config import Address, CoordinatorConfig
 from orchestrator.server import RunningServer, running
-from protos.edgefleet.v1 import common_pb2, fleet_pb2, jobs_pb2, jobs_pb2_grpc
+from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 ENROLL = "enroll-secret"
 ADMIN_TOKEN = "admin-secret"
@@ -267,3 +268,49 @@ def train(
         train_loss=0.5,
         train_duration_s=1.0,
     )
+
+
+class HeldUpload:
+    """An upload that sends its header and a first chunk, then waits for ``go_on``."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        board: FleetClient,
+        task: fleet_pb2.PullTaskResponse,
+        delta: dict[str, np.ndarray],
+    ) -> None:
+        board.download_weights(task.train.job_id, task.train.round)
+        data = model_bytes(delta)
+        header = fleet_pb2.UpdateHeader(
+            node_id=board.node_id,
+            task_id=task.task_id,
+            job_id=task.train.job_id,
+            round=task.train.round,
+            num_samples=8,
+            blob=blob_info(data),
+        )
+        self.first_chunk_sent = threading.Event()
+        self.go_on = threading.Event()
+
+        def messages() -> Iterator[fleet_pb2.UploadUpdateRequest]:
+            yield fleet_pb2.UploadUpdateRequest(header=header)
+            yield fleet_pb2.UploadUpdateRequest(
+                chunk=common_pb2.Chunk(offset_bytes=0, data=data[:100])
+            )
+            self.first_chunk_sent.set()
+            self.go_on.wait(30)
+            yield fleet_pb2.UploadUpdateRequest(
+                chunk=common_pb2.Chunk(offset_bytes=100, data=data[100:])
+            )
+
+        stub = fleet_pb2_grpc.FleetServiceStub(fleet.channel)
+        self.call = stub.UploadUpdate.future(
+            messages(), metadata=[("authorization", f"Bearer {board.credential}")]
+        )
+        assert self.first_chunk_sent.wait(10)
+
+    def finish(self) -> fleet_pb2.UploadUpdateResponse:
+        self.go_on.set()
+        response: fleet_pb2.UploadUpdateResponse = self.call.result(timeout=20)
+        return response

@@ -3,8 +3,6 @@ uploads may hold, one is refused as busy while the other calls are still served.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,11 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from edgefleet.transfer import blob_info
-from node_agent.client import FleetClient
-from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, jobs_pb2
+from protos.edgefleet.v1 import fleet_pb2, jobs_pb2
 from tests.integration.orchestrator.fleet import (
-    Fleet,
+    HeldUpload,
     coordinator,
     metric_value,
     model_bytes,
@@ -32,52 +28,12 @@ def _delta(value: float) -> dict[str, np.ndarray]:
     return {k: np.full_like(v, value) if v.dtype.kind == "f" else v for k, v in weights().items()}
 
 
-class _HeldUpload:
-    """An upload that sends its header and a first chunk, then waits for ``go_on``."""
-
-    def __init__(self, fleet: Fleet, board: FleetClient, task: fleet_pb2.PullTaskResponse) -> None:
-        board.download_weights(task.train.job_id, task.train.round)
-        data = model_bytes(_delta(1.0))
-        header = fleet_pb2.UpdateHeader(
-            node_id=board.node_id,
-            task_id=task.task_id,
-            job_id=task.train.job_id,
-            round=task.train.round,
-            num_samples=8,
-            blob=blob_info(data),
-        )
-        self.first_chunk_sent = threading.Event()
-        self.go_on = threading.Event()
-
-        def messages() -> Iterator[fleet_pb2.UploadUpdateRequest]:
-            yield fleet_pb2.UploadUpdateRequest(header=header)
-            yield fleet_pb2.UploadUpdateRequest(
-                chunk=common_pb2.Chunk(offset_bytes=0, data=data[:100])
-            )
-            self.first_chunk_sent.set()
-            self.go_on.wait(30)
-            yield fleet_pb2.UploadUpdateRequest(
-                chunk=common_pb2.Chunk(offset_bytes=100, data=data[100:])
-            )
-
-        stub = fleet_pb2_grpc.FleetServiceStub(fleet.channel)
-        self.call = stub.UploadUpdate.future(
-            messages(), metadata=[("authorization", f"Bearer {board.credential}")]
-        )
-        assert self.first_chunk_sent.wait(10)
-
-    def finish(self) -> fleet_pb2.UploadUpdateResponse:
-        self.go_on.set()
-        response: fleet_pb2.UploadUpdateResponse = self.call.result(timeout=20)
-        return response
-
-
 def test_an_upload_waits_while_the_only_slot_is_held_and_both_count(tmp_path: Path) -> None:
     with coordinator(tmp_path, upload_concurrency=1) as fleet:
         slow, fast = fleet.board("slow"), fleet.board("fast")
         job = fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=2)
         slow_task, fast_task = pull_each([slow, fast])
-        held = _HeldUpload(fleet, slow, slow_task)
+        held = HeldUpload(fleet, slow, slow_task, _delta(1.0))
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(train, fast, fast_task, _delta(3.0))
             finished_while_held = _done_within(waiting, 1.0)
@@ -102,7 +58,7 @@ def test_an_upload_past_the_threads_uploads_may_hold_is_refused_busy_and_retried
         boards = [fleet.board(f"board-{i}") for i in range(3)]
         job = fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=3)
         tasks = pull_each(boards)
-        held = _HeldUpload(fleet, boards[0], tasks[0])
+        held = HeldUpload(fleet, boards[0], tasks[0], _delta(1.0))
         _wait_for_uploads(port, "receiving", 1)
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(train, boards[1], tasks[1], _delta(2.0))
