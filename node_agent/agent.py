@@ -142,7 +142,13 @@ class Agent:
                 if code not in _TRANSIENT:
                     raise
                 wait_s = backoff.next_wait_s()
-                _LOG.warning("coordinator unreachable (%s); retrying in %.1f s", code.name, wait_s)
+                # UNAVAILABLE is also how a busy coordinator turns away an upload: say which.
+                _LOG.warning(
+                    "coordinator did not take the call (%s: %s); retrying in %.1f s",
+                    code.name,
+                    error.details() or "no detail",
+                    wait_s,
+                )
                 if self._stop.wait(wait_s):
                     raise AgentStopping from None
 
