@@ -202,6 +202,12 @@ def _upload(
             # FedAvg reads the update once: checked and folded into the round's running sum
             # together, outside the round lock (the sum has its own), pending until recorded.
             with state.round_lock:
+                # Closed while this upload arrived: its sum may be gone, and rebuilding one for
+                # a closed round would read every update of it again for nothing.
+                if _closed(state, _current(state, round_)):
+                    return _reject(
+                        state, round_, node, header, Rejection.LATE, "the round has closed"
+                    )
                 running = round_sum(state, round_.id, base_path)
             try:
                 problem = running.fold(node.id, update)
@@ -218,8 +224,7 @@ def _upload(
     pending = running is not None and verdict is None
     try:
         with state.round_lock:
-            current = state.storage.get_round(round_.id)
-            assert current is not None, "rounds are never deleted while their job exists"
+            current = _current(state, round_)
             if _closed(state, current):
                 return _reject(state, current, node, header, Rejection.LATE, "the round has closed")
             if not _recorded(state, assignment, node, header, digest, verdict):
@@ -243,6 +248,12 @@ def _upload(
     if wake:
         state.wake.set()
     return UploadVerdict(verdict, header.blob.total_bytes)
+
+
+def _current(state: FleetState, round_: RoundRecord) -> RoundRecord:
+    current = state.storage.get_round(round_.id)
+    assert current is not None, "rounds are never deleted while their job exists"
+    return current
 
 
 def _recorded(

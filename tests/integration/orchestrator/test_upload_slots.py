@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.edgefleet.v1 import fleet_pb2, jobs_pb2
+from protos.edgefleet.v1 import common_pb2, fleet_pb2, jobs_pb2
 from tests.integration.orchestrator.fleet import (
     HeldUpload,
     coordinator,
@@ -90,3 +90,24 @@ def _done_within(future: Future[fleet_pb2.UploadUpdateResponse], timeout_s: floa
     except TimeoutError:
         return False
     return True
+
+
+def test_an_upload_that_outlives_its_round_is_late_and_the_round_keeps_what_it_had(
+    tmp_path: Path,
+) -> None:
+    with coordinator(tmp_path) as fleet:
+        slow, quick = fleet.board("slow"), fleet.board("quick")
+        job = fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=2, round_deadline_s=2.0)
+        slow_task, quick_task = pull_each([slow, quick])
+        held = HeldUpload(fleet, slow, slow_task, _delta(1.0))
+        quick_verdict = train(quick, quick_task, _delta(3.0))
+        wait_for(lambda: fleet.get(job.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED, what="end")
+        slow_verdict = held.finish()
+        events = fleet.events(job.job_id)
+
+    completed = next(e.round_completed for e in events if e.HasField("round_completed"))
+    assert quick_verdict.accepted, quick_verdict.rejection.message
+    assert not slow_verdict.accepted
+    assert slow_verdict.rejection.code == common_pb2.ERROR_CODE_UPDATE_LATE
+    assert completed.outcome == jobs_pb2.ROUND_OUTCOME_DEADLINE
+    assert completed.num_updates == 1
