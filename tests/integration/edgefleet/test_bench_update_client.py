@@ -5,11 +5,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 from edgefleet.fleet_bench.update_client import update_messages, upload_until_taken
 from tests.integration.orchestrator.fleet import (
     HeldUpload,
+    constant_delta,
     coordinator,
     metric_value,
     model_bytes,
@@ -20,10 +19,6 @@ from tests.integration.orchestrator.fleet import (
 )
 
 
-def _delta(value: float) -> dict[str, np.ndarray]:
-    return {k: np.full_like(v, value) if v.dtype.kind == "f" else v for k, v in weights().items()}
-
-
 def test_a_board_refused_as_busy_uploads_again_after_a_backoff(tmp_path: Path) -> None:
     # 17 handler threads, 16 kept for other calls: one upload at a time, none waiting.
     with coordinator(tmp_path, handler_threads=17, upload_concurrency=1, metrics_port=0) as fleet:
@@ -32,9 +27,9 @@ def test_a_board_refused_as_busy_uploads_again_after_a_backoff(tmp_path: Path) -
         first, second = fleet.board("first"), fleet.board("second")
         fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=2)
         first_task, second_task = pull_each([first, second])
-        held = HeldUpload(fleet, first, first_task, _delta(1.0))
+        held = HeldUpload(fleet, first, first_task, constant_delta(1.0))
         second.download_weights(second_task.train.job_id, second_task.train.round)
-        messages = update_messages(second, second_task, model_bytes(_delta(2.0)), 8)
+        messages = update_messages(second, second_task, model_bytes(constant_delta(2.0)), 8)
         refused = {"method": "UploadUpdate", "code": "UNAVAILABLE"}
         with ThreadPoolExecutor(1) as pool:
             later = pool.submit(upload_until_taken, second, messages, 30.0)

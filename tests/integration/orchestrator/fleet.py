@@ -149,6 +149,14 @@ def weights(seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
     }
 
 
+def constant_delta(value: float) -> dict[str, np.ndarray]:
+    """An update of ``weights()``: every floating value ``value``, counters unchanged."""
+    return {
+        name: np.full_like(array, value) if array.dtype.kind == "f" else array
+        for name, array in weights().items()
+    }
+
+
 def model_bytes(tensors: dict[str, np.ndarray]) -> bytes:
     return save(tensors)
 

@@ -9,13 +9,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgefleet.transfer import blob_info
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
 from tests.integration.orchestrator.fleet import (
+    constant_delta,
     coordinator,
     metric_value,
     model_bytes,
@@ -62,9 +62,7 @@ def test_a_cancelled_upload_ends_as_cancelled_and_the_board_can_upload_again(
         fleet.submit(model_bytes(weights()), num_rounds=1)
         task = pull_each([board])[0]
         board.download_weights(task.train.job_id, task.train.round)
-        delta = {
-            k: np.full_like(v, 0.5) if v.dtype.kind == "f" else v for k, v in weights().items()
-        }
+        delta = constant_delta(0.5)
         data = model_bytes(delta)
         header = fleet_pb2.UpdateHeader(
             node_id=board.node_id,

@@ -23,6 +23,7 @@ from tests.integration.orchestrator.fleet import (
     ENROLL,
     MIB,
     Fleet,
+    constant_delta,
     hardware,
     model_bytes,
     pull_each,
@@ -57,13 +58,6 @@ def coordinator_process(
             process.wait(timeout=30)
 
 
-def _delta(value: float) -> dict[str, np.ndarray]:
-    return {
-        name: np.full_like(array, value) if array.dtype.kind == "f" else array
-        for name, array in weights().items()
-    }
-
-
 def test_killed_mid_round_the_coordinator_resumes_with_every_acknowledged_update(
     tmp_path: Path,
 ) -> None:
@@ -82,7 +76,7 @@ def test_killed_mid_round_the_coordinator_resumes_with_every_acknowledged_update
         job = fleet.submit(model_bytes(start), min_nodes=3, num_rounds=2, round_deadline_s=120)
         tasks = pull_each(boards)
         acknowledged = [
-            train(b, t, _delta(v))
+            train(b, t, constant_delta(v))
             for b, t, v in zip(boards[:2], tasks[:2], (1.0, 2.0), strict=True)
         ]
         process.kill()
@@ -99,7 +93,7 @@ def test_killed_mid_round_the_coordinator_resumes_with_every_acknowledged_update
             for b in boards
         ]
         resumed = fleet.get(job.job_id)
-        last = train(boards[2], tasks[2], _delta(6.0))
+        last = train(boards[2], tasks[2], constant_delta(6.0))
         next_round = pull_each(boards)
         round_one = load(
             receive_weights(

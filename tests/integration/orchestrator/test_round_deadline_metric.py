@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from protos.edgefleet.v1 import jobs_pb2
 from tests.integration.orchestrator.fleet import (
+    constant_delta,
     coordinator,
     metric_value,
     model_bytes,
@@ -32,9 +31,7 @@ def test_the_open_rounds_deadline_is_exported_until_the_round_closes(tmp_path: P
         (task,) = pull_each([board])
         labels = {"job_id": job.job_id, "round": "0"}
         while_open = metric_value(port, _DEADLINE, labels)
-        delta = {
-            k: np.full_like(v, 0.5) if v.dtype.kind == "f" else v for k, v in weights().items()
-        }
+        delta = constant_delta(0.5)
         train(board, task, delta)
         wait_for(lambda: fleet.get(job.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED, what="end")
         after = metric_value(port, _DEADLINE, labels)

@@ -17,6 +17,7 @@ from tests.integration.orchestrator.fleet import (
     answer_profile,
     chain_profile,
     config_for,
+    constant_delta,
     coordinator,
     model_bytes,
     pull_each,
@@ -25,14 +26,6 @@ from tests.integration.orchestrator.fleet import (
     wait_for,
     weights,
 )
-
-
-def _delta(value: float) -> dict[str, np.ndarray]:
-    tensors = weights()
-    return {
-        name: np.full_like(array, value) if array.dtype.kind == "f" else array
-        for name, array in tensors.items()
-    }
 
 
 def test_a_board_without_a_memory_model_is_asked_to_profile_then_planned(tmp_path: Path) -> None:
@@ -98,7 +91,7 @@ def test_a_full_round_with_three_boards_averages_their_updates(tmp_path: Path) -
         job = fleet.submit(model_bytes(start), min_nodes=3, num_rounds=1)
         tasks = pull_each(boards)
         verdicts = [
-            train(board, task, _delta(value), num_samples=samples)
+            train(board, task, constant_delta(value), num_samples=samples)
             for board, task, value, samples in zip(
                 boards, tasks, (1.0, 2.0, 4.0), (1, 1, 2), strict=True
             )
@@ -137,9 +130,9 @@ def test_quorum_closes_the_round_without_the_silent_board(tmp_path: Path) -> Non
         job = fleet.submit(model_bytes(weights()), min_nodes=2, num_rounds=1)
         tasks = pull_each(boards)
         for board, task in zip(boards[:2], tasks[:2], strict=True):
-            assert train(board, task, _delta(1.0)).accepted
+            assert train(board, task, constant_delta(1.0)).accepted
         wait_for(lambda: fleet.get(job.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED, what="end")
-        late = train(boards[2], tasks[2], _delta(1.0))
+        late = train(boards[2], tasks[2], constant_delta(1.0))
 
     assert not late.accepted
     assert late.rejection.code == common_pb2.ERROR_CODE_UPDATE_LATE
@@ -150,7 +143,7 @@ def test_the_deadline_closes_a_round_with_what_arrived(tmp_path: Path) -> None:
         boards = [fleet.board(f"pi-{i}") for i in range(2)]
         job = fleet.submit(model_bytes(weights()), min_nodes=2, num_rounds=1, round_deadline_s=1.5)
         tasks = pull_each(boards)
-        assert train(boards[0], tasks[0], _delta(1.0)).accepted
+        assert train(boards[0], tasks[0], constant_delta(1.0)).accepted
         events = fleet.events(job.job_id)
 
     completed = next(e.round_completed for e in events if e.HasField("round_completed"))
@@ -164,15 +157,15 @@ def test_duplicate_wrong_shape_and_non_finite_updates_are_rejected(tmp_path: Pat
         boards = [fleet.board(f"pi-{i}") for i in range(4)]
         job = fleet.submit(model_bytes(weights()), min_nodes=4, num_rounds=1)
         tasks = pull_each(boards)
-        good = train(boards[0], tasks[0], _delta(1.0))
-        duplicate = train(boards[0], tasks[0], _delta(1.0))
-        wrong = _delta(1.0)
+        good = train(boards[0], tasks[0], constant_delta(1.0))
+        duplicate = train(boards[0], tasks[0], constant_delta(1.0))
+        wrong = constant_delta(1.0)
         wrong["conv.weight"] = np.zeros((2, 3), dtype=np.float32)
         wrong_shape = train(boards[1], tasks[1], wrong)
-        poisoned = _delta(1.0)
+        poisoned = constant_delta(1.0)
         poisoned["head.weight"][0, 0] = math.nan
         non_finite = train(boards[2], tasks[2], poisoned)
-        last = train(boards[3], tasks[3], _delta(3.0))
+        last = train(boards[3], tasks[3], constant_delta(3.0))
         events = fleet.events(job.job_id)
 
     assert good.accepted and last.accepted
@@ -195,7 +188,7 @@ def test_corrupted_chunks_are_rejected_and_the_board_may_send_again(tmp_path: Pa
         board = fleet.board("pi-1")
         fleet.submit(model_bytes(weights()), min_nodes=1, num_rounds=1)
         task = pull_until(board, "train")
-        data = model_bytes(_delta(1.0))
+        data = model_bytes(constant_delta(1.0))
         header = fleet_pb2.UpdateHeader(
             node_id=board.node_id,
             task_id=task.task_id,
@@ -218,7 +211,7 @@ def test_corrupted_chunks_are_rejected_and_the_board_may_send_again(tmp_path: Pa
                 *[fleet_pb2.UploadUpdateRequest(chunk=c) for c in split(data, 1024)][1:],
             ]
         )
-        retried = train(board, task, _delta(1.0))
+        retried = train(board, task, constant_delta(1.0))
 
     assert corrupted.rejection.code == common_pb2.ERROR_CODE_CHECKSUM_MISMATCH
     assert gap.rejection.code == common_pb2.ERROR_CODE_CHECKSUM_MISMATCH
@@ -276,7 +269,7 @@ def test_cancel_mid_round_tells_the_boards_and_ends_the_watch(tmp_path: Path) ->
             jobs_pb2.CancelJobRequest(job_id=job.job_id, reason="wrong data"), metadata=ADMIN
         )
         beat = board.heartbeat(current_task_id=task.task_id, rss_bytes=123 * MIB)
-        late = train(board, task, _delta(1.0))
+        late = train(board, task, constant_delta(1.0))
         events = fleet.events(job.job_id)
         resumed = fleet.events(job.job_id, after=events[-2].sequence)
 

@@ -7,12 +7,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, jobs_pb2
 from tests.integration.orchestrator.fleet import (
     HeldUpload,
+    constant_delta,
     coordinator,
     metric_value,
     model_bytes,
@@ -24,18 +24,14 @@ from tests.integration.orchestrator.fleet import (
 )
 
 
-def _delta(value: float) -> dict[str, np.ndarray]:
-    return {k: np.full_like(v, value) if v.dtype.kind == "f" else v for k, v in weights().items()}
-
-
 def test_an_upload_waits_while_the_only_slot_is_held_and_both_count(tmp_path: Path) -> None:
     with coordinator(tmp_path, upload_concurrency=1) as fleet:
         slow, fast = fleet.board("slow"), fleet.board("fast")
         job = fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=2)
         slow_task, fast_task = pull_each([slow, fast])
-        held = HeldUpload(fleet, slow, slow_task, _delta(1.0))
+        held = HeldUpload(fleet, slow, slow_task, constant_delta(1.0))
         with ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(train, fast, fast_task, _delta(3.0))
+            waiting = pool.submit(train, fast, fast_task, constant_delta(3.0))
             finished_while_held = _done_within(waiting, 1.0)
             slow_verdict = held.finish()
             fast_verdict = waiting.result(timeout=20)
@@ -58,16 +54,16 @@ def test_an_upload_past_the_threads_uploads_may_hold_is_refused_busy_and_retried
         boards = [fleet.board(f"board-{i}") for i in range(3)]
         job = fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=3)
         tasks = pull_each(boards)
-        held = HeldUpload(fleet, boards[0], tasks[0], _delta(1.0))
+        held = HeldUpload(fleet, boards[0], tasks[0], constant_delta(1.0))
         _wait_for_uploads(port, "receiving", 1)
         with ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(train, boards[1], tasks[1], _delta(2.0))
+            waiting = pool.submit(train, boards[1], tasks[1], constant_delta(2.0))
             _wait_for_uploads(port, "waiting", 1)
             with pytest.raises(grpc.RpcError) as refused:
-                train(boards[2], tasks[2], _delta(3.0))
+                train(boards[2], tasks[2], constant_delta(3.0))
             heartbeat = boards[2].heartbeat()
             verdicts = [held.finish(), waiting.result(timeout=20)]
-        verdicts.append(train(boards[2], tasks[2], _delta(3.0)))
+        verdicts.append(train(boards[2], tasks[2], constant_delta(3.0)))
         wait_for(lambda: fleet.get(job.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED, what="end")
 
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
@@ -99,8 +95,8 @@ def test_an_upload_that_outlives_its_round_is_late_and_the_round_keeps_what_it_h
         slow, quick = fleet.board("slow"), fleet.board("quick")
         job = fleet.submit(model_bytes(weights()), num_rounds=1, min_nodes=2, round_deadline_s=2.0)
         slow_task, quick_task = pull_each([slow, quick])
-        held = HeldUpload(fleet, slow, slow_task, _delta(1.0))
-        quick_verdict = train(quick, quick_task, _delta(3.0))
+        held = HeldUpload(fleet, slow, slow_task, constant_delta(1.0))
+        quick_verdict = train(quick, quick_task, constant_delta(3.0))
         wait_for(lambda: fleet.get(job.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED, what="end")
         slow_verdict = held.finish()
         events = fleet.events(job.job_id)
