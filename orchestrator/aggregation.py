@@ -454,7 +454,8 @@ class RunningSum:
                     # Counters such as BatchNorm's num_batches_tracked: keep the global value.
                     result[name] = current
                     continue
-                total = self._lanes[0].sums[name]
+                # Into a copy, not a lane's own sum: writing twice gives the same model.
+                total = self._lanes[0].sums[name].copy()
                 for lane in self._lanes[1:]:
                     total += lane.sums[name]
                 mean = total / self.total_samples

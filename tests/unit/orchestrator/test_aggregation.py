@@ -171,11 +171,14 @@ def test_folds_in_parallel_lanes_sum_to_fedavg_and_a_taken_back_one_leaves_no_tr
     for thread in threads:
         thread.join()
     running.write(tmp_path / "running")
+    running.write(tmp_path / "again")
     aggregate(model_path, updates[:5], AggregationRule.FEDAVG, tmp_path / "batch")
 
     assert running.keys == {f"u{i}" for i in range(5)} and running.total_samples == 15
     folded, batch = load_file(str(tmp_path / "running")), load_file(str(tmp_path / "batch"))
+    again = load_file(str(tmp_path / "again"))
     np.testing.assert_allclose(folded["conv.weight"], batch["conv.weight"], rtol=1e-6)
+    np.testing.assert_array_equal(again["conv.weight"], folded["conv.weight"])
 
 
 def test_writing_waits_for_a_pending_fold_and_closes_the_sum(
