@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgefleet.transfer import blob_info
-from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
 from tests.integration.orchestrator.fleet import (
+    HeldUpload,
     constant_delta,
     coordinator,
     metric_value,
@@ -61,35 +58,13 @@ def test_a_cancelled_upload_ends_as_cancelled_and_the_board_can_upload_again(
         board = fleet.board("pi-1")
         fleet.submit(model_bytes(weights()), num_rounds=1)
         task = pull_each([board])[0]
-        board.download_weights(task.train.job_id, task.train.round)
         delta = constant_delta(0.5)
-        data = model_bytes(delta)
-        header = fleet_pb2.UpdateHeader(
-            node_id=board.node_id,
-            task_id=task.task_id,
-            job_id=task.train.job_id,
-            round=task.train.round,
-            num_samples=8,
-            blob=blob_info(data),
-        )
-        hold = threading.Event()
-
-        def half_an_upload() -> Iterator[fleet_pb2.UploadUpdateRequest]:
-            yield fleet_pb2.UploadUpdateRequest(header=header)
-            yield fleet_pb2.UploadUpdateRequest(
-                chunk=common_pb2.Chunk(offset_bytes=0, data=data[:100])
-            )
-            hold.wait(30)
-
-        stub = fleet_pb2_grpc.FleetServiceStub(fleet.channel)
-        call = stub.UploadUpdate.future(
-            half_an_upload(), metadata=[("authorization", f"Bearer {board.credential}")]
-        )
+        held = HeldUpload(fleet, board, task, delta)
         _wait_for(port, "edgefleet_received_bytes_total", {"kind": "update"})
 
-        call.cancel()
+        held.call.cancel()
         codes = _upload_codes(port)
-        hold.set()
+        held.go_on.set()
         retried = train(board, task, delta)
 
     # gRPC may end the cancelled call's stream before it reports the cancellation; the upload
