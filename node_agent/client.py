@@ -165,6 +165,32 @@ class FleetClient:
         train_loss: float = 0.0,
         train_duration_s: float = 0.0,
     ) -> fleet_pb2.UploadUpdateResponse:
+        return self.upload_update_messages(
+            self.update_messages(
+                task_id,
+                job_id,
+                round_number,
+                data,
+                num_samples=num_samples,
+                measured_peak_bytes=measured_peak_bytes,
+                train_loss=train_loss,
+                train_duration_s=train_duration_s,
+            )
+        )
+
+    def update_messages(
+        self,
+        task_id: str,
+        job_id: str,
+        round_number: int,
+        data: bytes,
+        *,
+        num_samples: int,
+        measured_peak_bytes: int = 0,
+        train_loss: float = 0.0,
+        train_duration_s: float = 0.0,
+    ) -> list[fleet_pb2.UploadUpdateRequest]:
+        """An update's stream: its header (with the SHA-256 of ``data``), then its chunks."""
         header = fleet_pb2.UpdateHeader(
             node_id=self.node_id,
             task_id=task_id,
@@ -176,12 +202,10 @@ class FleetClient:
             train_duration_s=train_duration_s,
             blob=blob_info(data),
         )
-        return self.upload_update_messages(
-            [
-                fleet_pb2.UploadUpdateRequest(header=header),
-                *(fleet_pb2.UploadUpdateRequest(chunk=c) for c in split(data, self.chunk_bytes)),
-            ]
-        )
+        return [
+            fleet_pb2.UploadUpdateRequest(header=header),
+            *(fleet_pb2.UploadUpdateRequest(chunk=c) for c in split(data, self.chunk_bytes)),
+        ]
 
     def upload_update_messages(
         self, messages: Sequence[fleet_pb2.UploadUpdateRequest]

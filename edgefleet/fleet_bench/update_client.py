@@ -28,7 +28,6 @@ from edgefleet.fleet_bench.processes import (
     wait_for_release,
     wait_until_dismissed,
 )
-from edgefleet.transfer import blob_info, split
 from node_agent.backoff import Backoff
 from node_agent.client import FleetClient
 from protos.edgefleet.v1 import common_pb2, fleet_pb2
@@ -83,7 +82,9 @@ def main(argv: list[str]) -> int:
         weights = client.download_weights(train.job_id, train.round)
         update = _delta(weights, np.random.default_rng(args.seed))
         del weights
-        messages = update_messages(client, task, update, args.num_samples)
+        messages = client.update_messages(
+            task.task_id, train.job_id, train.round, update, num_samples=args.num_samples
+        )
         emit(
             "ready",
             node_id=client.node_id,
@@ -203,21 +204,3 @@ def _delta(weights: bytes, rng: np.random.Generator) -> bytes:
             delta[name] = array
     data: bytes = save(delta)
     return data
-
-
-def update_messages(
-    client: FleetClient, task: fleet_pb2.PullTaskResponse, data: bytes, num_samples: int
-) -> list[fleet_pb2.UploadUpdateRequest]:
-    train = task.train
-    header = fleet_pb2.UpdateHeader(
-        node_id=client.node_id,
-        task_id=task.task_id,
-        job_id=train.job_id,
-        round=train.round,
-        num_samples=num_samples,
-        blob=blob_info(data),
-    )
-    return [
-        fleet_pb2.UploadUpdateRequest(header=header),
-        *(fleet_pb2.UploadUpdateRequest(chunk=c) for c in split(data, client.chunk_bytes)),
-    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from edgefleet.fleet_bench.update_client import update_messages, upload_until_taken
+from edgefleet.fleet_bench.update_client import upload_until_taken
 from tests.integration.orchestrator.fleet import (
     HeldUpload,
     constant_delta,
@@ -29,7 +29,14 @@ def test_a_board_refused_as_busy_uploads_again_after_a_backoff(tmp_path: Path) -
         first_task, second_task = pull_each([first, second])
         held = HeldUpload(fleet, first, first_task, constant_delta(1.0))
         second.download_weights(second_task.train.job_id, second_task.train.round)
-        messages = update_messages(second, second_task, model_bytes(constant_delta(2.0)), 8)
+        train = second_task.train
+        messages = second.update_messages(
+            second_task.task_id,
+            train.job_id,
+            train.round,
+            model_bytes(constant_delta(2.0)),
+            num_samples=8,
+        )
         refused = {"method": "UploadUpdate", "code": "UNAVAILABLE"}
         with ThreadPoolExecutor(1) as pool:
             later = pool.submit(upload_until_taken, second, messages, 30.0)

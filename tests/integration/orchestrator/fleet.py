@@ -290,19 +290,14 @@ class HeldUpload:
     ) -> None:
         board.download_weights(task.train.job_id, task.train.round)
         data = model_bytes(delta)
-        header = fleet_pb2.UpdateHeader(
-            node_id=board.node_id,
-            task_id=task.task_id,
-            job_id=task.train.job_id,
-            round=task.train.round,
-            num_samples=8,
-            blob=blob_info(data),
-        )
+        header = board.update_messages(
+            task.task_id, task.train.job_id, task.train.round, data, num_samples=8
+        )[0]
         self.first_chunk_sent = threading.Event()
         self.go_on = threading.Event()
 
         def messages() -> Iterator[fleet_pb2.UploadUpdateRequest]:
-            yield fleet_pb2.UploadUpdateRequest(header=header)
+            yield header
             yield fleet_pb2.UploadUpdateRequest(
                 chunk=common_pb2.Chunk(offset_bytes=0, data=data[:100])
             )

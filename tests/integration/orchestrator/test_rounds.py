@@ -182,21 +182,16 @@ def test_duplicate_wrong_shape_and_non_finite_updates_are_rejected(tmp_path: Pat
 
 
 def test_corrupted_chunks_are_rejected_and_the_board_may_send_again(tmp_path: Path) -> None:
-    from edgefleet.transfer import blob_info, split
+    from edgefleet.transfer import split
 
     with coordinator(tmp_path) as fleet:
         board = fleet.board("pi-1")
         fleet.submit(model_bytes(weights()), min_nodes=1, num_rounds=1)
         task = pull_until(board, "train")
         data = model_bytes(constant_delta(1.0))
-        header = fleet_pb2.UpdateHeader(
-            node_id=board.node_id,
-            task_id=task.task_id,
-            job_id=task.train.job_id,
-            round=task.train.round,
-            num_samples=4,
-            blob=blob_info(data),
-        )
+        header = board.update_messages(
+            task.task_id, task.train.job_id, task.train.round, data, num_samples=4
+        )[0].header
         chunks = list(split(data, 1024))
         chunks[1] = common_pb2.Chunk(
             offset_bytes=chunks[1].offset_bytes, data=b"\0" * len(chunks[1].data)
