@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[coordinator,agent,dev]'
+	$(VENV)/bin/pip install --quiet -e '.[coordinator,agent,bench,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -5,6 +5,8 @@ only the activations. Each term is measured on the board or modelled from measur
 
 - ``runtime_baseline``: what the process holds after importing its libraries (measured on the
   board; about 670 MB for torch and torchvision here);
+- ``model_libraries``: what importing the library that builds the models adds (torchvision,
+  which the agent loads only for its models: 87 MB here), measured by the board that profiled;
 - ``parameters``, ``gradients``: the student's parameters and buffers, and one gradient buffer
   per parameter;
 - ``optimizer_state``: SGD with momentum keeps one buffer per parameter, Adam two;
@@ -48,6 +50,9 @@ class ProcessFacts:
     """Allocator bytes beyond live tensors, per live tensor byte, at the peak."""
     allocator_overhead_bytes: int = 0
     """Allocator bytes beyond live tensors that do not grow with the tensors."""
+    model_library_bytes: int = 0
+    """What importing the library that builds the models (torchvision) adds to the process,
+    which the runtime baseline leaves out; 0 for models built without one."""
 
     def __post_init__(self) -> None:
         if self.runtime_baseline_bytes < 0:
@@ -63,6 +68,10 @@ class ProcessFacts:
             raise ValueError(
                 f"allocator overhead must not be negative, got {self.allocator_overhead_bytes}"
             )
+        if self.model_library_bytes < 0:
+            raise ValueError(
+                f"model library bytes must not be negative, got {self.model_library_bytes}"
+            )
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ class ModelFacts:
 @dataclass(frozen=True)
 class ProcessTerms:
     runtime_baseline: int
+    model_libraries: int
     parameters: int
     gradients: int
     optimizer_state: int
@@ -92,6 +102,7 @@ class ProcessTerms:
     def as_dict(self) -> dict[str, int]:
         return {
             "runtime_baseline": self.runtime_baseline,
+            "model_libraries": self.model_libraries,
             "parameters": self.parameters,
             "gradients": self.gradients,
             "optimizer_state": self.optimizer_state,
@@ -151,6 +162,7 @@ def process_terms(
     )
     return ProcessTerms(
         runtime_baseline=facts.runtime_baseline_bytes,
+        model_libraries=facts.model_library_bytes,
         parameters=parameters,
         gradients=gradients,
         optimizer_state=optimizer_state,

@@ -22,22 +22,24 @@ from typing import TypeVar
 
 import grpc
 import torch
-import torchvision  # noqa: F401 - part of the runtime whose memory the baseline measures
 from torch import nn
 
 from checkpointing.models import build_model
-from checkpointing.process_memory import rss_bytes
+from checkpointing.process_memory import resident_memory, rss_bytes
 from checkpointing.training import is_out_of_memory
 from edgefleet.transfer import TransferError
 from node_agent import identity as identity_store
 from node_agent.backoff import Backoff
+from node_agent.board_classes import device_tree_model, recognise
+from node_agent.cgroup_limit import cgroup_memory_limit_bytes
 from node_agent.client import FleetClient, open_channel
 from node_agent.config import AgentConfig
 from node_agent.frames import FramesError, load_frames, native_side
-from node_agent.hardware import detect
+from node_agent.hardware import detect, ram_bytes
+from node_agent.memory_budget import MemoryBudget, resolve_budget
 from node_agent.outbox import Outbox, PendingUpdate
 from node_agent.profiling import run_profile
-from node_agent.runtime import fix_allocator, warm_up
+from node_agent.runtime import measure_runtime
 from node_agent.trainer import InvalidTask, MemoryGuardTripped, TaskStopped, train_round
 from node_agent.weights import WeightsError, load_into, read_state_dict, weights_file
 from protos.edgefleet.v1 import common_pb2, fleet_pb2
@@ -72,10 +74,7 @@ class Agent:
     def __init__(self, config: AgentConfig, stop: threading.Event) -> None:
         self._config = config
         self._stop = stop
-        fix_allocator()
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        warm_up()
+        runtime = measure_runtime(config.threads)
         self._channel = open_channel(config.coordinator, config.tls)
         self._client = FleetClient(self._channel)
         self._outbox = Outbox(config.data_dir)
@@ -87,8 +86,36 @@ class Agent:
         self._preload_frames()
         # Everything this process holds before any model, the board's frames included, is the
         # runtime baseline the coordinator plans training above.
-        self.runtime_baseline_bytes = rss_bytes()
+        self._runtime = runtime.remeasured()
+        self.runtime_baseline_bytes = self._runtime.runtime_baseline_bytes
+        self.budget = self._memory_budget()
         self.hardware_class = ""
+        _LOG.info(
+            "runtime baseline %d bytes (%d anonymous, %d of %d file bytes used), allocator %s; "
+            "memory budget %d bytes (%s)",
+            self.runtime_baseline_bytes,
+            self._runtime.rss_anon_bytes + self._runtime.rss_shmem_bytes,
+            self._runtime.file_allowance_bytes,
+            self._runtime.rss_file_bytes,
+            "glibc, fixed mmap threshold" if self._runtime.allocator_fixed else "as found",
+            self.budget.budget_bytes,
+            self.budget.source.value,
+        )
+
+    def _memory_budget(self) -> MemoryBudget:
+        ram = ram_bytes()
+        limit = cgroup_memory_limit_bytes()
+        board = recognise(device_tree_model(), ram)
+        # A limit at or above the RAM limits nothing the RAM does not.
+        return resolve_budget(
+            self._config.memory_budget_bytes, limit if limit and limit < ram else None, board
+        )
+
+    def _hardware_class(self) -> str:
+        if self._config.hardware_class:
+            return self._config.hardware_class
+        board = recognise(device_tree_model(), ram_bytes())
+        return board.name if board is not None else ""
 
     @property
     def node_id(self) -> str:
@@ -163,7 +190,7 @@ class Agent:
         _LOG.info("resuming as node %s (%s)", stored.node_id, stored.hardware_class)
 
     def _register(self) -> None:
-        hardware = detect(self._config.memory_budget_bytes, self.runtime_baseline_bytes)
+        hardware = detect(self.budget.budget_bytes, self.runtime_baseline_bytes)
         self._client.node_id = ""
         try:
             response = self._call(
@@ -172,7 +199,7 @@ class Agent:
                 hardware.to_proto(),
                 node_name=self._config.name or "board",
                 agent_version=agent_version(),
-                hardware_class=self._config.hardware_class,
+                hardware_class=self._hardware_class(),
             )
         except grpc.RpcError as error:
             if error.code() is grpc.StatusCode.UNAUTHENTICATED:
@@ -260,6 +287,7 @@ class Agent:
             num_classes=result.num_classes,
             allocator_overhead_fraction=result.allocator_overhead_fraction,
             allocator_overhead_bytes=result.allocator_overhead_bytes,
+            model_library_bytes=result.model_library_bytes,
         )
         if not response.accepted:
             _LOG.error("profile refused: %s", response.rejection.message)
@@ -349,6 +377,7 @@ class Agent:
                     frames,
                     teacher,
                     limit_bytes=limit,
+                    measure_peak=self._accounted_peak_bytes,
                     stop_reason=lambda: self._stop_reason(task.deadline_unix_s),
                     seed=task.round,
                 )
@@ -380,11 +409,14 @@ class Agent:
         finally:
             self._current_task, self._current_job = "", ""
 
+    def _accounted_peak_bytes(self) -> int:
+        return self._runtime.accounted_peak_bytes(resident_memory())
+
     def _guard_bytes(self, planned_budget_bytes: int) -> int:
         """Where the memory guard stops a task: the margin is taken from the training share
         above the runtime baseline, as the planner's is, and is the smaller of the two, so that
         a plan kept within the planner's margin never trips the guard."""
-        budget = self._config.memory_budget_bytes or planned_budget_bytes
+        budget = self.budget.budget_bytes or planned_budget_bytes
         if not budget:
             return 1 << 62
         share = max(budget - self.runtime_baseline_bytes, 0)

@@ -121,6 +121,7 @@ class FleetClient:
         num_classes: int,
         allocator_overhead_fraction: float | None = None,
         allocator_overhead_bytes: int = 0,
+        model_library_bytes: int = 0,
     ) -> fleet_pb2.UploadProfileResponse:
         response: fleet_pb2.UploadProfileResponse = self._stub.UploadProfile(
             fleet_pb2.UploadProfileRequest(
@@ -132,6 +133,7 @@ class FleetClient:
                 profiles=profiles,
                 allocator_overhead_fraction=allocator_overhead_fraction,
                 allocator_overhead_bytes=allocator_overhead_bytes,
+                model_library_bytes=model_library_bytes,
                 num_classes=num_classes,
             ),
             metadata=self._metadata,

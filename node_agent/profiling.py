@@ -19,11 +19,12 @@ from torch.nn import functional
 
 from checkpointing.meter import memory_meter
 from checkpointing.models import build_model
-from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from checkpointing.process_memory import reset_peak_rss, resident_memory
 from checkpointing.profile import ChainProfile
 from checkpointing.profile_sizes import profile_samples
 from checkpointing.steps import unique_storage_bytes
 from checkpointing.training import optimizer_for
+from node_agent.model_library import load_model_library
 from protos.edgefleet.v1 import fleet_pb2
 
 _LOG = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class ProfileResult:
     allocator_overhead_fraction: float | None
     """None: not measured (the task did not ask, or gave one batch size)."""
     allocator_overhead_bytes: int
+    model_library_bytes: int = 0
 
 
 def to_proto(profile: ChainProfile) -> fleet_pb2.ChainProfile:
@@ -66,7 +68,10 @@ def _overhead_at(
     """Live tensor peak and what RSS rose beyond it, over two plain training steps."""
     gc.collect()
     torch.manual_seed(0)
-    before = rss_bytes()
+    # Private memory (anonymous and shared), as the baseline counts: file pages of kernels
+    # this step maps for the first time are the page cache's, not the allocator's.
+    start = resident_memory()
+    before = start.rss_anon_bytes + start.rss_shmem_bytes
     reset_peak_rss()
     model = build_model(model_name, num_classes).train()
     params = list(model.parameters())
@@ -80,7 +85,7 @@ def _overhead_at(
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
         live = meter.peak_bytes
-    overhead = peak_rss_bytes() - before - live
+    overhead = resident_memory().peak_private_bytes - before - live
     del model, params, optimizer
     return live, overhead
 
@@ -106,6 +111,7 @@ def allocator_overhead(
 
 def run_profile(task: fleet_pb2.ProfileTask) -> ProfileResult:
     num_classes = task.num_classes or DEFAULT_NUM_CLASSES
+    library_bytes = load_model_library(task.model_name)
     profiles = profile_samples(
         task.model_name, list(task.batch_sizes), list(task.image_sizes), num_classes
     )
@@ -126,4 +132,5 @@ def run_profile(task: fleet_pb2.ProfileTask) -> ProfileResult:
         num_classes=num_classes,
         allocator_overhead_fraction=fraction,
         allocator_overhead_bytes=constant,
+        model_library_bytes=library_bytes,
     )

@@ -6,8 +6,9 @@ On every pass the teacher labels the batch without grad (soft targets at the tas
 and the engine runs the student's forward and backward with the schedule the coordinator sent,
 as sent. The update is the change of the weights over the round.
 
-The memory guard reads the kernel's high-water mark of this process after every pass: a pass
-that comes within ``margin`` of the budget ends the task with ``MemoryGuardTripped`` (so does an
+The memory guard reads the process's high-water mark after every pass, counted as the runtime
+baseline is (``measure_peak``, see ``node_agent.runtime``): a pass that comes within ``margin`` of
+the budget ends the task with ``MemoryGuardTripped`` (so does an
 allocation failure), before the kernel's limit is met; the coordinator then re-plans the board.
 """
 
@@ -22,7 +23,7 @@ from torch import nn
 
 from checkpointing.chain import Chain
 from checkpointing.models import build_model
-from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss
+from checkpointing.process_memory import reset_peak_rss
 from checkpointing.schedule import Schedule
 from checkpointing.simulate import ScheduleError, simulate
 from checkpointing.split import SplitError, split_model
@@ -90,6 +91,7 @@ def train_round(
     teacher: nn.Module,
     *,
     limit_bytes: int,
+    measure_peak: Callable[[], int],
     stop_reason: Callable[[], str | None],
     seed: int = 0,
 ) -> RoundResult:
@@ -125,17 +127,17 @@ def train_round(
                 loss_fn = _averaged(distillation_loss(teacher, inputs, temperature), task)
                 losses.append(forward_backward(student, stages, schedule, inputs, loss_fn))
                 del raw, inputs, loss_fn
-                peak = max(peak, peak_rss_bytes())
+                peak = max(peak, measure_peak())
                 if peak > limit_bytes:
                     raise MemoryGuardTripped(
-                        peak, f"peak RSS {peak} bytes passed the guard at {limit_bytes} bytes"
+                        peak, f"peak memory {peak} bytes passed the guard at {limit_bytes} bytes"
                     )
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
     except Exception as error:
         if not is_out_of_memory(error):
             raise
-        observed = max(peak, peak_rss_bytes())
+        observed = max(peak, measure_peak())
         del error
         raise MemoryGuardTripped(observed, "an allocation failed during training") from None
     after = {name: value.detach() for name, value in student.state_dict().items()}
@@ -145,7 +147,7 @@ def train_round(
     return RoundResult(
         update=update,
         num_samples=samples,
-        measured_peak_bytes=max(peak, peak_rss_bytes()),
+        measured_peak_bytes=max(peak, measure_peak()),
         train_loss=mean_loss,
         duration_s=time.perf_counter() - started,
     )

@@ -59,6 +59,9 @@ class MemoryModelPayload:
     allocator_overhead_fraction: float | None
     """None: not measured by the board; the planner assumes the coordinator's default."""
     allocator_overhead_bytes: int
+    model_library_bytes: int = 0
+    """What loading the model's library (torchvision) costs the board's process; stored from
+    format 2 on, absent (0) in payloads written before boards measured it."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -67,6 +70,7 @@ class MemoryModelPayload:
                 "memory_model": self.memory_model.to_dict(),
                 "allocator_overhead_fraction": self.allocator_overhead_fraction,
                 "allocator_overhead_bytes": self.allocator_overhead_bytes,
+                "model_library_bytes": self.model_library_bytes,
             }
         )
 
@@ -80,6 +84,7 @@ class MemoryModelPayload:
             memory_model=MemoryModel.from_dict(data["memory_model"]),
             allocator_overhead_fraction=None if fraction is None else float(fraction),
             allocator_overhead_bytes=int(data["allocator_overhead_bytes"]),
+            model_library_bytes=int(data.get("model_library_bytes", 0)),
         )
 
 
@@ -166,6 +171,10 @@ def plan_node(
         runtime_baseline_bytes=hardware.runtime_baseline_bytes,
         allocator_overhead_fraction=fraction,
         allocator_overhead_bytes=student.allocator_overhead_bytes,
+        # One library builds both models when both need one (torchvision): it loads once.
+        model_library_bytes=max(
+            student.model_library_bytes, teacher.model_library_bytes if teacher else 0
+        ),
     )
     request = PlanRequest(
         image_size=spec.image_size,

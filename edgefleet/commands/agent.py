@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgefleet.commands.options import memory_budget_bytes
 from edgefleet.commands.output import fail, print_json
 from edgefleet.commands.service import start_service
+
+if TYPE_CHECKING:
+    from node_agent.platform_support import Platform
 
 app = typer.Typer(help="Run a board's agent.", no_args_is_help=True)
 
@@ -74,6 +78,7 @@ def run(
         )
     except ValueError as exc:
         fail(str(exc))
+    _check_platform()
     stop = start_service()
     # Imported once logging is set up: importing torch takes a while and the agent logs early.
     from node_agent.agent import Agent, EnrollmentRefused
@@ -97,12 +102,62 @@ def baseline(
     model: a board's memory budget must leave room for training above it."""
     if threads < 0:
         fail(f"--threads must not be negative, got {threads}")
+    _check_platform()
     import node_agent.agent  # noqa: F401 - what the agent's process loads is its baseline
     from checkpointing.units import format_size
-    from node_agent.runtime import warmed_baseline_bytes
+    from node_agent.runtime import measure_runtime
 
-    measured = warmed_baseline_bytes(threads)
+    measured = measure_runtime(threads)
+    figures = {
+        "runtime_baseline_bytes": measured.runtime_baseline_bytes,
+        "rss_anon_bytes": measured.rss_anon_bytes,
+        "rss_shmem_bytes": measured.rss_shmem_bytes,
+        "rss_file_bytes": measured.rss_file_bytes,
+        "file_allowance_bytes": measured.file_allowance_bytes,
+        "allocator_fixed": measured.allocator_fixed,
+    }
     if as_json:
-        print_json({"runtime_baseline_bytes": measured})
+        print_json(figures)
         return
-    typer.echo(f"runtime baseline: {format_size(measured)} ({measured} bytes)")
+    typer.echo(
+        f"runtime baseline: {format_size(measured.runtime_baseline_bytes)} "
+        f"({measured.runtime_baseline_bytes} bytes): "
+        f"{format_size(measured.rss_anon_bytes + measured.rss_shmem_bytes)} private, "
+        f"{format_size(measured.file_allowance_bytes)} of "
+        f"{format_size(measured.rss_file_bytes)} mapped file pages used"
+    )
+
+
+@app.command("check")
+def check(
+    timeout_s: Annotated[
+        float, typer.Option("--timeout-s", help="How long torch may take to run once.")
+    ] = 600.0,
+) -> None:
+    """Check that this board can run the agent: its architecture, the installed torch, and torch
+    actually running a threaded matrix product and a backward pass in a child process."""
+    import sys
+
+    from node_agent.platform_support import UnsupportedPlatform, probe_torch
+
+    board = _check_platform()
+    try:
+        version = probe_torch(sys.executable, timeout_s)
+    except UnsupportedPlatform as exc:
+        fail(str(exc))
+    except subprocess.TimeoutExpired:
+        fail(f"torch did not finish a small matrix product within {timeout_s:g} s")
+    lse = f", LSE atomics: {'yes' if board.has_lse_atomics else 'no'}"
+    typer.echo(
+        f"ok: {board.arch}{lse if board.arch == 'aarch64' else ''}, torch {version} runs here"
+    )
+
+
+def _check_platform() -> Platform:
+    """The board, if it can run the agent as installed; else exit 2 saying what would."""
+    from node_agent.platform_support import UnsupportedPlatform, check_this_board
+
+    try:
+        return check_this_board()
+    except UnsupportedPlatform as exc:
+        fail(str(exc))

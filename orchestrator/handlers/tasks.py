@@ -168,6 +168,11 @@ class ProfileUpload:
     allocator_overhead_fraction: float | None
     """None: the board did not measure it (the coordinator's default applies)."""
     allocator_overhead_bytes: int
+    model_library_bytes: int = 0
+
+
+_MAX_LIBRARY_BYTES = 1 << 36
+"""No library a board imports comes near 64 GiB: a larger figure is a broken or hostile board."""
 
 
 def upload_profile(
@@ -191,6 +196,12 @@ def upload_profile(
             "must be in [0, 1)",
             "allocator_overhead_fraction",
         )
+    if upload.model_library_bytes > _MAX_LIBRARY_BYTES:
+        raise FleetError(
+            ErrorCode.INVALID_REQUEST,
+            f"must be at most {_MAX_LIBRARY_BYTES}",
+            "model_library_bytes",
+        )
     wanted = [(batch, size) for batch in task.batch_sizes for size in task.image_sizes]
     try:
         model = fit_profiles(
@@ -208,7 +219,10 @@ def upload_profile(
         state.wake.set()
         return str(exc)
     payload = MemoryModelPayload(
-        model, upload.allocator_overhead_fraction, upload.allocator_overhead_bytes
+        model,
+        upload.allocator_overhead_fraction,
+        upload.allocator_overhead_bytes,
+        upload.model_library_bytes,
     )
     state.storage.put_memory_model(
         NewMemoryModel(

@@ -166,6 +166,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             if request.HasField("allocator_overhead_fraction")
             else None,
             allocator_overhead_bytes=request.allocator_overhead_bytes,
+            model_library_bytes=request.model_library_bytes,
         )
         reason = tasks.upload_profile(self._state, request.node_id, _credential(context), upload)
         if reason is None:

@@ -556,6 +556,7 @@ class UploadProfileRequest(_message.Message):
     ALLOCATOR_OVERHEAD_FRACTION_FIELD_NUMBER: _builtins.int
     ALLOCATOR_OVERHEAD_BYTES_FIELD_NUMBER: _builtins.int
     NUM_CLASSES_FIELD_NUMBER: _builtins.int
+    MODEL_LIBRARY_BYTES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The caller's node id, as Register returned it; must match the credential in the metadata."""
     task_id: _builtins.str
@@ -577,6 +578,11 @@ class UploadProfileRequest(_message.Message):
     """The part of that overhead that does not grow with the tensors, in bytes."""
     num_classes: _builtins.int
     """The model's number of output classes (the width of the loss's input)."""
+    model_library_bytes: _builtins.int
+    """What importing the library that builds this model (torchvision) added to the agent's
+    process when the board first loaded it: the runtime baseline leaves it out, since a board
+    training only models built without it never loads it. 0 for such models.
+    """
     @_builtins.property
     def profiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainProfile]:
         """One profile per (batch size, image size) pair the task asked for. A few kilobytes each, so
@@ -595,10 +601,11 @@ class UploadProfileRequest(_message.Message):
         allocator_overhead_fraction: _builtins.float | None = ...,
         allocator_overhead_bytes: _builtins.int = ...,
         num_classes: _builtins.int = ...,
+        model_library_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_allocator_overhead_fraction", b"_allocator_overhead_fraction", "allocator_overhead_fraction", b"allocator_overhead_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allocator_overhead_fraction", b"_allocator_overhead_fraction", "allocator_overhead_bytes", b"allocator_overhead_bytes", "allocator_overhead_fraction", b"allocator_overhead_fraction", "buffer_bytes", b"buffer_bytes", "model_name", b"model_name", "node_id", b"node_id", "num_classes", b"num_classes", "parameter_bytes", b"parameter_bytes", "profiles", b"profiles", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allocator_overhead_fraction", b"_allocator_overhead_fraction", "allocator_overhead_bytes", b"allocator_overhead_bytes", "allocator_overhead_fraction", b"allocator_overhead_fraction", "buffer_bytes", b"buffer_bytes", "model_library_bytes", b"model_library_bytes", "model_name", b"model_name", "node_id", b"node_id", "num_classes", b"num_classes", "parameter_bytes", b"parameter_bytes", "profiles", b"profiles", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__allocator_overhead_fraction: _TypeAlias = _typing.Literal["allocator_overhead_fraction"]  # noqa: Y015
     _WhichOneofArgType__allocator_overhead_fraction: _TypeAlias = _typing.Literal["_allocator_overhead_fraction", b"_allocator_overhead_fraction"]  # noqa: Y015

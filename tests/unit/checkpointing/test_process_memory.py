@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import mmap
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from checkpointing.process_memory import (
     ProcessMemoryError,
+    clear_referenced,
     peak_rss_bytes,
+    referenced_file_bytes,
+    resident_memory,
     rss_bytes,
     runtime_baseline_bytes,
     status_bytes,
@@ -110,3 +115,55 @@ def test_runtime_baseline_is_torch_alone_whatever_the_caller_holds() -> None:
 
     assert alone > 100 * _MIB, "importing torch and torchvision takes well over 100 MB"
     assert abs(while_holding - alone) < _BLOCK_BYTES / 2
+
+
+_SMAPS = """\
+55d0c000-55d0d000 r--p 00000000 fd:01 1234   /usr/bin/python3.11
+Rss:                   4 kB
+Referenced:            4 kB
+Anonymous:             0 kB
+7f00a000-7f00e000 rw-p 00000000 00:00 0
+Rss:                  16 kB
+Referenced:           16 kB
+Anonymous:            16 kB
+7f10b000-7f11b000 r-xp 00002000 fd:01 5678   /opt/torch/lib/libtorch_cpu.so
+Rss:                  64 kB
+Referenced:           40 kB
+Anonymous:             0 kB
+7ffd1000-7ffd3000 rw-p 00000000 00:00 0      [stack]
+Rss:                   8 kB
+Referenced:            8 kB
+"""
+
+
+def test_referenced_file_bytes_counts_only_file_mappings(tmp_path: Path) -> None:
+    smaps = tmp_path / "smaps"
+    smaps.write_text(_SMAPS)
+
+    assert referenced_file_bytes(smaps) == (4 + 40) * 1024
+
+
+def test_referenced_file_bytes_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ProcessMemoryError, match="cannot read"):
+        referenced_file_bytes(tmp_path / "missing")
+
+
+def test_pages_of_a_file_read_after_clearing_count_as_referenced(tmp_path: Path) -> None:
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"\1" * (8 * _MIB))
+    with data.open("rb") as handle, mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+        assert clear_referenced()
+        before = referenced_file_bytes()
+        touched = sum(mapped[offset] for offset in range(0, 8 * _MIB, 4096))
+        after = referenced_file_bytes()
+
+    assert touched == 8 * _MIB // 4096
+    assert after - before >= 8 * _MIB - 64 * 1024
+
+
+def test_resident_memory_splits_rss_by_kind() -> None:
+    now = resident_memory()
+
+    assert now.rss_bytes == now.rss_anon_bytes + now.rss_file_bytes + now.rss_shmem_bytes
+    assert now.peak_rss_bytes >= now.rss_bytes
+    assert now.peak_private_bytes == now.peak_rss_bytes - now.rss_file_bytes

@@ -148,6 +148,44 @@ def test_agent_imports_only_what_its_extra_installs() -> None:
 
     assert {"node_agent", "torch"} <= modules
     assert "sqlalchemy" not in modules  # the coordinator's registry stays off the board
+    # A board loads torchvision only for a torchvision model, never plots, never solves.
+    assert modules & {"torchvision", "matplotlib", "numba", "llvmlite"} == set()
+
+
+def _agent_requirements_on(machine: str) -> dict[str, str]:
+    """The agent extra's torch and torchvision requirements as pip evaluates them on a board
+    whose ``platform_machine`` is ``machine`` (Linux, CPython 3.11)."""
+    environment = {"platform_machine": machine, "sys_platform": "linux", "extra": "agent"}
+    found = {}
+    for requirement in _project_requirements({"agent"}):
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            found[_name(requirement.name)] = str(requirement.specifier)
+    return found
+
+
+def test_aarch64_boards_get_the_newest_torch_that_runs_on_raspberry_pi_cores() -> None:
+    wanted = _agent_requirements_on("aarch64")
+
+    assert wanted["torch"] == "==2.9.1"
+    assert wanted["torchvision"] == "==0.24.1"
+
+
+def test_x86_64_keeps_a_range_and_32_bit_arm_gets_no_torch() -> None:
+    x86 = _agent_requirements_on("x86_64")
+    armv7 = _agent_requirements_on("armv7l")
+
+    assert x86["torch"].startswith(">=") and "torchvision" in x86
+    assert TORCH & set(armv7) == set()
+    assert {"grpcio", "protobuf", "safetensors"} <= set(armv7)
+
+
+def test_numba_is_the_coordinators_and_plots_are_the_benchmarks() -> None:
+    base = {_name(r.name) for r in _project_requirements(set())}
+    coordinator = {_name(r.name) for r in _project_requirements({"coordinator"})}
+    agent = {_name(r.name) for r in _project_requirements({"agent"})}
+
+    assert "numba" not in base and "numba" in coordinator
+    assert "numba" not in agent and "matplotlib" not in agent
 
 
 def _exec_form(dockerfile: str, instruction: str) -> list[str]:
