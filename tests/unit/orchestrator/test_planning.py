@@ -151,3 +151,30 @@ def test_stored_payloads_read_back_what_the_board_measured(
 
     assert payload.allocator_overhead_fraction == expected
     assert MemoryModelPayload.from_json(payload.to_json()) == payload
+
+
+def test_a_model_library_the_board_measured_is_a_term_of_every_plan() -> None:
+    spec = JobSpec(student="tiny", image_size=32, rounds=1, local_steps=1, learning_rate=0.1)
+    hardware = _hardware(200 * MIB)
+    lean = _payload()
+    with_library = MemoryModelPayload(lean.memory_model, 0.1, 0, 40 * MIB)
+
+    without = plan_node(spec, hardware, lean, None, ram_fraction=0.85).plan
+    loaded = plan_node(spec, hardware, with_library, None, ram_fraction=0.85).plan
+    as_teacher = plan_node(spec, hardware, lean, with_library, ram_fraction=0.85).plan
+
+    assert without is not None and loaded is not None and as_teacher is not None
+    assert without.terms.model_libraries == 0
+    assert loaded.terms.model_libraries == as_teacher.terms.model_libraries == 40 * MIB
+    assert loaded.batch_size < without.batch_size
+    assert loaded.predicted_peak_bytes <= 200 * MIB
+
+
+def test_payloads_stored_before_boards_measured_libraries_read_as_none_loaded() -> None:
+    data = json.loads(MemoryModelPayload(_payload().memory_model, 0.1, 0, 40 * MIB).to_json())
+    del data["model_library_bytes"]
+
+    payload = MemoryModelPayload.from_json(json.dumps(data))
+
+    assert payload.model_library_bytes == 0
+    assert MemoryModelPayload.from_json(_payload().to_json()) == _payload()
