@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
+from edgefleet.commands.board import bench_board
 from edgefleet.commands.options import known_models, memory_budget_bytes
 from edgefleet.commands.output import fail, print_json
 from edgefleet.progress import stderr_progress
 
 app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
+app.command("board")(bench_board)
 
 
 def _fractions(text: str) -> tuple[float, ...]:

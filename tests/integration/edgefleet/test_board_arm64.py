@@ -1,0 +1,62 @@
+"""The emulated arm64 board runs its own python and reads its own memory (seconds per core).
+
+Skipped where qemu-user or the board (scripts/arm64_board.sh) is absent: building the board
+takes minutes and needs apt-get and PyPI, so the tests never build it. The full
+``edgefleet bench board`` (torch imported under emulation, minutes) is not run here.
+"""
+
+import json
+import shutil
+
+import pytest
+
+from edgefleet.board.emulator import (
+    CPUS,
+    Board,
+    BoardError,
+    Emulation,
+    default_board_dir,
+    run_guest,
+)
+
+_MEMORY_CODE = (
+    "import json, platform\n"
+    "from edgefleet.board.guest_memory import read_guest_memory\n"
+    "print(json.dumps({'machine': platform.machine(), **read_guest_memory().to_dict()}))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def board() -> Board:
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-user is not installed (apt-get install qemu-user)")
+    try:
+        return Board(default_board_dir())
+    except BoardError as error:
+        pytest.skip(f"no arm64 board here: {error}")
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_the_guest_is_arm64_and_its_memory_is_apart_from_qemus(board: Board, cpu: str) -> None:
+    stdout = run_guest(board, Emulation(cpu=cpu, threads=1, timeout_s=120), ["-c", _MEMORY_CODE])
+
+    memory = json.loads(stdout.strip().splitlines()[-1])
+    assert memory["machine"] == "aarch64"
+    # A bare interpreter: about 12 MB of its own; qemu adds tens of MB it would not have.
+    assert 4 * 2**20 < memory["guest_rss_bytes"] < 64 * 2**20
+    assert 0 < memory["guest_anon_bytes"] < memory["guest_rss_bytes"]
+    assert memory["status_rss_bytes"] > memory["guest_rss_bytes"] + 8 * 2**20
+
+
+def test_a_guest_killed_by_sigill_is_named(board: Board) -> None:
+    code = "import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n"
+
+    with pytest.raises(BoardError, match=r"SIGILL .*illegal instruction"):
+        run_guest(board, Emulation(threads=1, timeout_s=120), ["-c", code])
+
+
+def test_a_failing_guest_reports_its_error_output(board: Board) -> None:
+    code = "import sys\nsys.exit('the board refused: no torch')\n"
+
+    with pytest.raises(BoardError, match=r"status 1 .*\n.*the board refused: no torch"):
+        run_guest(board, Emulation(threads=1, timeout_s=120), ["-c", code])
