@@ -54,9 +54,10 @@ HOST_PYTHON=${PYTHON:-python3}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 SUITE=bookworm
-DEBIAN_PACKAGES=python3.11,python3-minimal,libpython3.11-stdlib,libstdc++6,libgomp1,zlib1g,ca-certificates
+DEBIAN_PACKAGES=python3.11,python3-minimal,libpython3.11-stdlib
+DEBIAN_PACKAGES+=,libstdc++6,libgomp1,zlib1g,ca-certificates
 # torch 2.9.1 / torchvision 0.24.1 are the newest PyPI pair that runs on Raspberry Pi 3/4 cores
-# (ARMv8.0): 2.10 dies with SIGILL at import, >= 2.11 is a CUDA build (/work/shared/BOARDS.md).
+# (ARMv8.0): 2.10 dies with SIGILL at import, >= 2.11 is a CUDA build (docs/agent.md).
 # The rest are what `import node_agent.agent` and the agent's CLI load, with their own
 # dependencies, pinned: `pip download --platform` evaluates markers for the host, so the
 # dependencies are listed by hand and fetched with --no-deps.
@@ -85,12 +86,15 @@ ROOTFS_STAMP=$DIR/rootfs.stamp
 ROOTFS_TEXT="debian $SUITE arm64: ${DEBIAN_PACKAGES//,/ }"
 STAMP_TEXT="edgefleet arm64 board
 $ROOTFS_TEXT
-python $GUEST_PYTHON_VERSION wheels: ${WHEELS[*]}"
+python $GUEST_PYTHON_VERSION wheels: ${WHEELS[*]}
+guest pip: $GUEST_PIP"
 
 # A guest command, run as the board runs it (QEMU_CPU: cortex-a53 is the Pi 3, a72 the Pi 4).
+# No Python path of the host's reaches the guest (an x86 package would be found first).
 guest() {
-    QEMU_CPU=${QEMU_CPU:-cortex-a53} PYTHONNOUSERSITE=1 \
-        nice -n 19 qemu-aarch64 -L "$ROOTFS" "$ROOTFS/usr/bin/python$GUEST_PYTHON_VERSION" -s "$@"
+    env -u PYTHONHOME PYTHONPATH="${GUEST_PYTHONPATH:-}" PYTHONNOUSERSITE=1 \
+        QEMU_CPU="${QEMU_CPU:-cortex-a53}" nice -n 19 \
+        qemu-aarch64 -L "$ROOTFS" "$ROOTFS/usr/bin/python$GUEST_PYTHON_VERSION" -s "$@"
 }
 
 ensure_host_tools() {
@@ -169,16 +173,17 @@ compile_bytecode() {
 
 check_guest() {
     local machine
-    machine=$(PYTHONPATH=$SITE guest -c 'import platform, numpy; print(platform.machine())') ||
+    local code='import platform, numpy; print(platform.machine())'
+    machine=$(GUEST_PYTHONPATH=$SITE guest -c "$code") ||
         die "the guest python does not run (see above)"
     [ "$machine" = aarch64 ] || die "the guest reports machine $machine, not aarch64"
 }
 
 resolve_agent_extra() {
-    local work report pip_wheel
+    local work report pip_wheel=$DIR/wheels/pip-${GUEST_PIP#pip==}-py3-none-any.whl
     work=$(mktemp -d)
-    trap 'rm -rf "$work"' RETURN
-    pip_wheel=$(ls "$DIR"/wheels/pip-*.whl)
+    # shellcheck disable=SC2064 # expanded now: $work is local
+    trap "rm -rf '$work'" EXIT
     # A wheel of the project (its real metadata): a guest process cannot start another
     # emulated one (no binfmt_misc here), so pip in the guest cannot build the source tree.
     say "building the project's wheel from $REPO"
@@ -195,14 +200,18 @@ resolve_agent_extra() {
         for name in $(compgen -e | grep '^PIP_'); do unset "$name"; done
         export PIP_CONFIG_FILE=/dev/null
         guest "$pip_wheel/pip" install --quiet --disable-pip-version-check --no-cache-dir \
-            --dry-run --ignore-installed --report "$report" "$project_wheel[agent]"
+            --dry-run --ignore-installed --report "$report" "${project_wheel}[agent]"
     ) || die "pip in the guest failed to resolve edgefleet[agent]"
     "$HOST_PYTHON" - "$report" <<'EOF'
 import json
+import re
 import sys
 
 installs = json.load(open(sys.argv[1]))["install"]
-versions = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in installs}
+versions = {
+    re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"]
+    for item in installs
+}
 cuda = sorted(name for name in versions if name.startswith(("nvidia", "triton", "cuda")))
 print(f"resolved on aarch64: {len(versions)} packages")
 torch, vision = versions.get("torch", "absent"), versions.get("torchvision", "absent")

@@ -71,11 +71,6 @@ class Board:
     def site_packages(self) -> Path:
         return self.rootfs / _SITE_PACKAGES
 
-    @property
-    def stamp(self) -> str:
-        """What the board was built from (Debian release and packages, pinned wheels)."""
-        return (self.directory / _STAMP).read_text().strip()
-
 
 @dataclass(frozen=True)
 class Emulation:
