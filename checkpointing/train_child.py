@@ -27,6 +27,10 @@ by ``LiveTensorAccountant`` over all steps:
   such as the model's modules and traced graphs, thread stacks). Negative where tensor pages
   were never touched.
 
+Run as an emulated board's program (qemu-user; ``EDGEFLEET_GUEST_SAMPLE_S`` set), the status
+figures above include qemu's own memory; the result then also has ``guest``: the guest's own
+baseline and sampled peak and qemu's share (``edgefleet.board.guest_sampler``).
+
 Running out of memory (``MemoryError``, torch's CPU allocator failing, or a thread failing to
 start under an address-space limit) writes ``{"survived": false, "error": "MemoryError", ...}``
 and exits 3; a job that cannot run (a bad field, an unknown model, an invalid schedule) exits 2
@@ -36,13 +40,14 @@ with ``"error": "JobError"``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torchvision  # noqa: F401 - part of the runtime a board's training process loads
@@ -66,11 +71,16 @@ from checkpointing.training import (
     optimizer_for,
 )
 
+if TYPE_CHECKING:
+    from edgefleet.board.guest_sampler import GuestSampler
+
 EXIT_OK = 0
 EXIT_JOB_ERROR = 2
 EXIT_MEMORY_ERROR = 3
 
 _SGD_LR = 0.01
+GUEST_SAMPLE_ENV = "EDGEFLEET_GUEST_SAMPLE_S"
+"""Set by the emulated board's wrapper (``edgefleet.board.guest_sampler.SAMPLE_ENV``)."""
 _ADAM_LR = 1e-3
 
 
@@ -80,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m checkpointing.train_child JOB.json RESULT.json", file=sys.stderr)
         return EXIT_JOB_ERROR
     job_path, result_path = Path(args[0]), Path(args[1])
+    sampler = _guest_sampler()
     try:
         job = TrainJob.from_dict(json.loads(job_path.read_text()))
         result = train(job)
@@ -92,10 +103,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         failure = _failure("MemoryError", error)
         # The traceback's frames hold the failed step's tensors; free them before writing.
         del error
-        _write(result_path, failure)
+        _write(result_path, _with_guest(failure, sampler))
         return EXIT_MEMORY_ERROR
-    _write(result_path, result)
+    _write(result_path, _with_guest(result, sampler))
     return EXIT_OK
+
+
+def _guest_sampler() -> GuestSampler | None:
+    """Under qemu-user (an emulated board), a sampler of the guest's own memory; natively None.
+
+    The status figures this module reports include qemu's own memory there (edgefleet.board.
+    guest_sampler); the scenario's wrapper asks for the guest's through the environment.
+    """
+    if not os.environ.get(GUEST_SAMPLE_ENV):
+        return None
+    from edgefleet.board.guest_sampler import sampler_from_environment
+
+    return sampler_from_environment()
+
+
+def _with_guest(result: dict[str, Any], sampler: GuestSampler | None) -> dict[str, Any]:
+    if sampler is None:
+        return result
+    return {**result, "guest": sampler.stop().to_dict()}
 
 
 def _failure(kind: str, error: BaseException) -> dict[str, Any]:

@@ -73,3 +73,27 @@ def test_bad_job_is_reported_as_a_job_error(tmp_path: Path, job: object, message
     assert exit_code == EXIT_JOB_ERROR
     assert (result["survived"], result["error"]) == (False, "JobError")
     assert message in result["message"]
+
+
+def test_natively_the_result_has_no_guest_figures(tmp_path: Path) -> None:
+    _, result = _run(tmp_path, _JOB)
+
+    assert "guest" not in result
+
+
+def test_asked_through_the_environment_it_samples_its_own_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the emulated board's wrapper sets; natively the "guest" is the whole process.
+    peak_file = tmp_path / "peak.json"
+    monkeypatch.setenv("EDGEFLEET_GUEST_SAMPLE_S", "0.01")
+    monkeypatch.setenv("EDGEFLEET_GUEST_PEAK_FILE", str(peak_file))
+
+    exit_code, result = _run(tmp_path, _JOB)
+
+    assert exit_code == EXIT_OK
+    guest = result["guest"]
+    assert 0 < guest["baseline_rss_bytes"] <= guest["peak_rss_bytes"]
+    assert guest["samples"] >= 2
+    assert guest["peak_rss_bytes"] <= guest["process_peak_rss_bytes"] + 2**20
+    assert json.loads(peak_file.read_text()) == guest
