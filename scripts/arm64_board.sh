@@ -186,13 +186,19 @@ resolve_agent_extra() {
     trap "rm -rf '$work'" EXIT
     # A wheel of the project (its real metadata): a guest process cannot start another
     # emulated one (no binfmt_misc here), so pip in the guest cannot build the source tree.
+    # Built from a copy of the checkout's files (tracked and new, not ignored): setuptools builds
+    # in the source tree and would leave build/ there, whose stale modules end up in later wheels.
     say "building the project's wheel from $REPO"
-    "$HOST_PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$work" "$REPO" \
-        >/dev/null || die "building the project's wheel failed"
+    mkdir "$work/src"
+    git -C "$REPO" ls-files -z --cached --others --exclude-standard --deduplicate |
+        tar -C "$REPO" --null --files-from=- --ignore-failed-read -cf - |
+        tar -C "$work/src" -xf - || die "copying the checkout's files failed (a git checkout?)"
+    "$HOST_PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$work" \
+        "$work/src" >/dev/null || die "building the project's wheel failed"
     local project_wheel
     project_wheel=$(ls "$work"/edgefleet-*.whl)
     say "resolving edgefleet[agent] with pip inside the emulator" \
-        "(QEMU_CPU=${QEMU_CPU:-cortex-a53}; about 6 minutes)"
+        "(QEMU_CPU=${QEMU_CPU:-cortex-a53}; about 5 minutes)"
     report=$work/report.json
     # No pip configuration from the host (its indexes, constraints, PIP_* variables): a board
     # has none.
