@@ -124,3 +124,15 @@ def test_the_command_refuses_an_unknown_core(board: Board) -> None:
 
     assert result.exit_code == 2
     assert "cortex-a53, cortex-a72" in result.output
+
+
+def test_the_command_says_to_install_a_missing_qemu(
+    board: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(board.directory))
+
+    result = CliRunner().invoke(app, ["bench", "board", "--board-dir", str(board.directory)])
+
+    assert result.exit_code == 1
+    assert "qemu-aarch64 is not installed" in result.output
+    assert "Traceback" not in result.output
