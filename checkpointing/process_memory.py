@@ -142,21 +142,33 @@ def clear_referenced() -> bool:
 
 def referenced_file_bytes(smaps: Path = _SMAPS) -> int:
     """Bytes of file-backed pages this process used since ``clear_referenced()`` (all of them
-    still resident if it was never called): the ``Referenced`` lines of file mappings."""
+    still resident if it was never called): the ``Referenced`` lines of file mappings, less
+    the pages of those mappings the process wrote (``Anonymous``: copied on write, counted in
+    ``RssAnon`` already)."""
     try:
         text = smaps.read_text()
     except OSError as error:
         raise ProcessMemoryError(f"cannot read {smaps}: {error}") from error
     total_kib = 0
+    mapping: dict[str, int] = {}
     file_backed = False
+
+    def used_kib() -> int:
+        return max(mapping.get("Referenced", 0) - mapping.get("Anonymous", 0), 0)
+
     for line in text.splitlines():
         head, _, rest = line.partition(" ")
         if not head.endswith(":"):
+            if file_backed:
+                total_kib += used_kib()
             # A mapping's first line: range, permissions, offset, device, inode, path.
             fields = rest.split(maxsplit=4)
             file_backed = len(fields) == 5 and fields[3] != "0" and fields[4].startswith("/")
-        elif head == "Referenced:" and file_backed:
-            total_kib += int(rest.split()[0])
+            mapping = {}
+        elif head in ("Referenced:", "Anonymous:"):
+            mapping[head[:-1]] = int(rest.split()[0])
+    if file_backed:
+        total_kib += used_kib()
     return total_kib * 1024
 
 

@@ -60,3 +60,27 @@ def test_a_failing_guest_reports_its_error_output(board: Board) -> None:
 
     with pytest.raises(BoardError, match=r"status 1 .*\n.*the board refused: no torch"):
         run_guest(board, Emulation(threads=1, timeout_s=120), ["-c", code])
+
+
+_PLATFORM_CODE = (
+    "import dataclasses, json\n"
+    "from node_agent.platform_support import UnsupportedPlatform, check, this_platform\n"
+    "board = this_platform()\n"
+    "check(board)\n"
+    "try:\n"
+    "    check(dataclasses.replace(board, torch_version='2.14.1+cu130'))\n"
+    "    refused = ''\n"
+    "except UnsupportedPlatform as error:\n"
+    "    refused = str(error)\n"
+    "print(json.dumps({**dataclasses.asdict(board), 'refused': refused}))\n"
+)
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_the_agents_platform_check_sees_a_pi_core_without_lse(board: Board, cpu: str) -> None:
+    stdout = run_guest(board, Emulation(cpu=cpu, threads=1, timeout_s=120), ["-c", _PLATFORM_CODE])
+
+    seen = json.loads(stdout.strip().splitlines()[-1])
+    assert seen["arch"] == "aarch64" and seen["torch_version"] == "2.9.1"
+    assert seen["has_lse_atomics"] is False
+    assert "SIGILL" in seen["refused"] and "2.14.1+cu130" in seen["refused"]

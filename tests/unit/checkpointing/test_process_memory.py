@@ -130,6 +130,10 @@ Anonymous:            16 kB
 Rss:                  64 kB
 Referenced:           40 kB
 Anonymous:             0 kB
+7f11b000-7f11f000 rw-p 00012000 fd:01 5678   /opt/torch/lib/libtorch_cpu.so
+Rss:                  16 kB
+Referenced:           16 kB
+Anonymous:            12 kB
 7ffd1000-7ffd3000 rw-p 00000000 00:00 0      [stack]
 Rss:                   8 kB
 Referenced:            8 kB
@@ -140,7 +144,7 @@ def test_referenced_file_bytes_counts_only_file_mappings(tmp_path: Path) -> None
     smaps = tmp_path / "smaps"
     smaps.write_text(_SMAPS)
 
-    assert referenced_file_bytes(smaps) == (4 + 40) * 1024
+    assert referenced_file_bytes(smaps) == (4 + 40 + 16 - 12) * 1024
 
 
 def test_referenced_file_bytes_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
