@@ -88,6 +88,7 @@ class Agent:
         # runtime baseline the coordinator plans training above.
         self._runtime = runtime.remeasured()
         self.runtime_baseline_bytes = self._runtime.runtime_baseline_bytes
+        self._board = recognise(device_tree_model(), ram_bytes())
         self.budget = self._memory_budget()
         self.hardware_class = ""
         _LOG.info(
@@ -103,19 +104,18 @@ class Agent:
         )
 
     def _memory_budget(self) -> MemoryBudget:
-        ram = ram_bytes()
         limit = cgroup_memory_limit_bytes()
-        board = recognise(device_tree_model(), ram)
         # A limit at or above the RAM limits nothing the RAM does not.
-        return resolve_budget(
-            self._config.memory_budget_bytes, limit if limit and limit < ram else None, board
-        )
+        if limit is not None and limit >= ram_bytes():
+            limit = None
+        return resolve_budget(self._config.memory_budget_bytes, limit, self._board)
 
     def _hardware_class(self) -> str:
+        """The operator's name for the board's kind, else its recognised class, else "" (the
+        coordinator derives one from the hardware)."""
         if self._config.hardware_class:
             return self._config.hardware_class
-        board = recognise(device_tree_model(), ram_bytes())
-        return board.name if board is not None else ""
+        return self._board.name if self._board is not None else ""
 
     @property
     def node_id(self) -> str:
