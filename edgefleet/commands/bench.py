@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from edgefleet.commands.allocator import bench_allocator
 from edgefleet.commands.board import bench_board
 from edgefleet.commands.options import known_models, memory_budget_bytes
 from edgefleet.commands.output import fail, print_json
@@ -14,6 +15,7 @@ from edgefleet.progress import stderr_progress
 
 app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
 app.command("board")(bench_board)
+app.command("allocator")(bench_allocator)
 
 
 def _fractions(text: str) -> tuple[float, ...]:

@@ -1,0 +1,1 @@
+"""Allocators measured for a board's training process (``edgefleet bench allocator``)."""
