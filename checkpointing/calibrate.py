@@ -17,6 +17,8 @@ from checkpointing.hardcap import TrainJob, run_capped
 DEFAULT_BATCH_SIZES = (2, 6)
 _GENEROUS_CAP_BYTES = 16 * 2**30
 _TIMEOUT_S = 900.0
+OVERHEAD_FRACTION_CEILING = 0.99
+"""``ProcessFacts`` wants a fraction below 1."""
 
 
 class CalibrationError(RuntimeError):
@@ -56,15 +58,34 @@ def calibrate_process(
                 int(result["allocator_overhead_bytes"]),
             )
         )
+    return fit_process_facts(readings)
+
+
+def fit_process_facts(readings: Sequence[tuple[int, int, int]]) -> ProcessFacts:
+    """Process facts from two runs' ``(baseline, live tensor peak, overhead)`` bytes: the overhead
+    a constant plus a fraction of the live tensor bytes, the baseline the larger of the two.
+
+    Public so that a caller measuring elsewhere (an emulated board, whose figures are the guest's
+    own rather than the child's) fits its readings the same way.
+    """
+    if len(readings) != 2:
+        raise ValueError(f"give two calibration readings, got {len(readings)}")
     (baseline_a, live_a, overhead_a), (baseline_b, live_b, overhead_b) = readings
     fraction = (overhead_b - overhead_a) / (live_b - live_a) if live_b > live_a else 0.0
-    fraction = min(max(fraction, 0.0), 0.99)
+    fraction = min(max(fraction, 0.0), OVERHEAD_FRACTION_CEILING)
     constant = max(overhead_a - fraction * live_a, overhead_b - fraction * live_b, 0.0)
     return ProcessFacts(
         runtime_baseline_bytes=max(baseline_a, baseline_b),
         allocator_overhead_fraction=fraction,
         allocator_overhead_bytes=int(constant),
     )
+
+
+def overhead_fraction(overhead_bytes: int, live_bytes: int) -> float:
+    """A run's overhead per live tensor byte, clamped to what ``ProcessFacts`` accepts."""
+    if live_bytes <= 0:
+        return 0.0
+    return min(max(overhead_bytes / live_bytes, 0.0), OVERHEAD_FRACTION_CEILING)
 
 
 def overhead_fraction_of(job: TrainJob) -> float:
@@ -80,6 +101,6 @@ def overhead_fraction_of(job: TrainJob) -> float:
             f"calibration run of {job.model} at batch {job.batch_size} failed ({run.failure}): "
             f"{run.stderr_tail[-500:]}"
         )
-    live = int(run.result["live_tensor_peak_bytes"])
-    overhead = int(run.result["allocator_overhead_bytes"])
-    return min(max(overhead / live, 0.0), 0.99) if live > 0 else 0.0
+    return overhead_fraction(
+        int(run.result["allocator_overhead_bytes"]), int(run.result["live_tensor_peak_bytes"])
+    )

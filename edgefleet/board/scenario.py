@@ -24,6 +24,15 @@ the result reports the three figures.
 The guest's peak is its own memory (``guest_sampler``: a thread in the guest reads the guest's
 mappings every second; sampled, so a lower bound of the true peak by what is allocated and freed
 between two readings), not qemu's high-water mark, which would count the emulator.
+
+Every training run on the board (calibration, the plan's check, the capped runs) trains in the
+process the agent trains in (``--allocator agent``, the default): glibc's mmap threshold fixed
+after the imports and one warm-up step (``guest_training.Allocator``). The allocator sets the
+overhead a plan holds beyond its tensors: under glibc's default, which keeps freed blocks in a
+fragmenting heap, the recomputing plan held 1.31x its live tensors beyond them on the first run.
+``--allocator glibc-default`` is that first run's process; its calibration and check are cached
+under their old names, the agent's under names of their own. The memory model (the live
+tensors' sizes) does not depend on the allocator and is shared.
 """
 
 from __future__ import annotations
@@ -36,18 +45,17 @@ from pathlib import Path
 from typing import Any
 
 from checkpointing.budget import Optimizer, ProcessFacts
+from checkpointing.calibrate import fit_process_facts, overhead_fraction
 from checkpointing.hardcap import TrainJob
 from checkpointing.memory_model import MemoryModel
 from checkpointing.planner import Plan, PlanRequest, plan_training
 from edgefleet.board.emulator import Board, BoardError, Emulation, run_guest
-from edgefleet.board.guest_training import GuestRun, run_on_board
+from edgefleet.board.guest_training import Allocator, GuestRun, run_on_board
 from edgefleet.progress import Report
 
 ARCH = "arm64"
 UNCAPPED_LIMIT_BYTES = 16 * 2**30
 """The limit of measuring runs: far above what they use, so that nothing caps them."""
-_OVERHEAD_FRACTION_CEILING = 0.99
-"""``ProcessFacts`` wants a fraction below 1 (``checkpointing.calibrate`` clamps the same)."""
 _PREDICTION_TOLERANCE = 0.10
 _BATCH_RATIO_TARGET = 3.0
 
@@ -132,30 +140,6 @@ class CgroupLimit:
         return self.cap_bytes + self.emulator_allowance_bytes
 
 
-def facts_from_calibration(readings: list[tuple[int, int, int]]) -> ProcessFacts:
-    """Process facts from two runs' ``(baseline, live tensor peak, overhead)`` bytes, fitted as
-    ``checkpointing.calibrate.calibrate_process`` fits its own: the overhead is a constant plus a
-    fraction of the live tensor bytes, the baseline the larger of the two."""
-    if len(readings) != 2:
-        raise ValueError(f"give two calibration readings, got {len(readings)}")
-    (baseline_a, live_a, overhead_a), (baseline_b, live_b, overhead_b) = readings
-    fraction = (overhead_b - overhead_a) / (live_b - live_a) if live_b > live_a else 0.0
-    fraction = min(max(fraction, 0.0), _OVERHEAD_FRACTION_CEILING)
-    constant = max(overhead_a - fraction * live_a, overhead_b - fraction * live_b, 0.0)
-    return ProcessFacts(
-        runtime_baseline_bytes=max(baseline_a, baseline_b),
-        allocator_overhead_fraction=fraction,
-        allocator_overhead_bytes=int(constant),
-    )
-
-
-def overhead_fraction(overhead_bytes: int, live_bytes: int) -> float:
-    """A run's overhead per live tensor byte, clamped as ``overhead_fraction_of`` clamps it."""
-    if live_bytes <= 0:
-        return 0.0
-    return min(max(overhead_bytes / live_bytes, 0.0), _OVERHEAD_FRACTION_CEILING)
-
-
 def refined_facts(facts: ProcessFacts, plan_fraction: float) -> ProcessFacts | None:
     """The facts with the plan's own overhead fraction where it is larger, else None."""
     if plan_fraction <= facts.allocator_overhead_fraction:
@@ -172,15 +156,27 @@ class MeasurementCache:
     """JSON files of one board build, core and scenario: a rerun does not measure again.
 
     Kept in the board directory (``measurements/``), keyed by the board's stamp (its Debian
-    packages and pinned wheels), so a rebuilt board with other versions measures afresh.
+    packages and pinned wheels), so a rebuilt board with other versions measures afresh. What
+    a training process measured is also keyed by its allocator (``process_key``).
     """
 
-    def __init__(self, board: Board, scenario: Scenario) -> None:
+    def __init__(self, board: Board, scenario: Scenario, allocator: Allocator) -> None:
         stamp = (board.directory / "board.stamp").read_bytes()
         digest = hashlib.sha256(stamp).hexdigest()[:12]
         self.directory = (
             board.directory / "measurements" / f"{scenario.name}-{scenario.cpu}-{digest}"
         )
+        self.allocator = allocator
+
+    def process_key(self, name: str) -> str:
+        """The name of a measurement of the training process under this cache's allocator.
+
+        glibc's default keeps the bare name: its measurements were cached under it before the
+        allocator was a setting, and they stay valid for that setting.
+        """
+        if self.allocator is Allocator.GLIBC_DEFAULT:
+            return name
+        return f"{name}.{self.allocator.value}-allocator"
 
     def read(self, name: str) -> dict[str, Any] | None:
         try:
@@ -214,6 +210,9 @@ class RunSummary:
     live_tensor_peak_bytes: int | None
     step_s: list[float]
     wall_s: float
+    agent_fix_applied: bool | None = None
+    """Whether the agent's ``mallopt`` took in the child; None: not asked for, or no result (a
+    run killed before writing one, or cached before the allocator was recorded)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,6 +236,7 @@ def summarize(guest_run: GuestRun, batch_size: int) -> RunSummary:
         live_tensor_peak_bytes=live if isinstance(live, int) else None,
         step_s=[float(s) for s in steps] if isinstance(steps, list) else [],
         wall_s=run.wall_s,
+        agent_fix_applied=guest_run.agent_fix_applied,
     )
 
 
@@ -249,6 +249,7 @@ class ScenarioResult:
     """What ``--scenario`` prints: the plan and store-all under the cap, with the targets."""
 
     scenario: Scenario
+    allocator: Allocator
     torch_version: str
     qemu_version: str
     limit: CgroupLimit
@@ -279,6 +280,7 @@ class ScenarioResult:
             "num_classes": scenario.num_classes,
             "image_size": scenario.image_size,
             "optimizer": scenario.optimizer.value,
+            "allocator": self.allocator.value,
             "cap_bytes": self.limit.cap_bytes,
             "emulator_allowance_bytes": self.limit.emulator_allowance_bytes,
             "cgroup_limit_bytes": self.limit.limit_bytes,
@@ -356,16 +358,38 @@ def _job(
 
 
 def _measuring_run(
-    board: Board, emulation: Emulation, job: TrainJob, work_dir: Path, what: str
+    board: Board,
+    emulation: Emulation,
+    job: TrainJob,
+    work_dir: Path,
+    what: str,
+    allocator: Allocator,
 ) -> GuestRun:
-    guest_run = run_on_board(board, emulation, job, UNCAPPED_LIMIT_BYTES, work_dir)
+    guest_run = run_on_board(
+        board, emulation, job, UNCAPPED_LIMIT_BYTES, work_dir, allocator=allocator
+    )
     run = guest_run.run
     if not run.survived or guest_run.guest is None or guest_run.overhead_bytes is None:
         raise BoardError(
             f"the {what} run at batch {job.batch_size} failed on the board ({run.failure}): "
             f"{run.stderr_tail[-1500:]}"
         )
+    check_allocator(guest_run, allocator, what)
     return guest_run
+
+
+def check_allocator(guest_run: GuestRun, allocator: Allocator, what: str) -> None:
+    """``BoardError`` where a finished run's process is not the one asked for: a fix that did
+    not take would measure glibc's default under the agent's name."""
+    applied = guest_run.agent_fix_applied
+    if allocator is Allocator.AGENT and applied is not True:
+        raise BoardError(
+            f"the {what} run did not train in the agent's process: the allocator fix was "
+            f"{'not applied' if applied is False else 'not reported'} (no mallopt in the "
+            "board's libc, or the child was not edgefleet.allocators.child)"
+        )
+    if allocator is Allocator.GLIBC_DEFAULT and applied is not None:
+        raise BoardError(f"the {what} run applied the agent's fix under glibc-default")
 
 
 def measure_process_facts(
@@ -376,8 +400,10 @@ def measure_process_facts(
     work_dir: Path,
     report: Report,
 ) -> tuple[ProcessFacts, float]:
-    """The training process's facts in the guest's terms, and the time they took (cached)."""
-    cached = cache.read("process")
+    """The training process's facts in the guest's terms, under the cache's allocator, and the
+    time they took (cached)."""
+    key = cache.process_key("process")
+    cached = cache.read(key)
     if cached is None:
         started = time.monotonic()
         readings: list[tuple[int, int, int]] = []
@@ -385,7 +411,9 @@ def measure_process_facts(
         for done, batch in enumerate(scenario.calibration_batch_sizes):
             report("calibrating the process", done, 2)
             job = _job(scenario, batch, None, scenario.calibration_steps)
-            guest_run = _measuring_run(board, emulation, job, work_dir, "calibration")
+            guest_run = _measuring_run(
+                board, emulation, job, work_dir, "calibration", cache.allocator
+            )
             summary = summarize(guest_run, batch)
             assert guest_run.guest is not None and guest_run.overhead_bytes is not None
             assert summary.live_tensor_peak_bytes is not None
@@ -398,9 +426,14 @@ def measure_process_facts(
             )
             runs.append(summary.to_dict())
         report("calibrating the process", 2, 2)
-        facts = facts_from_calibration(readings)
-        cached = {"facts": asdict(facts), "runs": runs, "wall_s": time.monotonic() - started}
-        cache.write("process", cached)
+        facts = fit_process_facts(readings)
+        cached = {
+            "facts": asdict(facts),
+            "allocator": cache.allocator.value,
+            "runs": runs,
+            "wall_s": time.monotonic() - started,
+        }
+        cache.write(key, cached)
     return ProcessFacts(**cached["facts"]), float(cached["wall_s"])
 
 
@@ -427,7 +460,7 @@ def check_plan(
     """Plan, run the plan once uncapped to measure its overhead and qemu's share, plan again
     with the overhead where it is larger (``checked_plan``'s rule). Cached per batch."""
     plan = plan_training(student, request, facts)
-    key = f"check-b{plan.batch_size}-{plan.strategy}"
+    key = cache.process_key(f"check-b{plan.batch_size}-{plan.strategy}")
     cached = cache.read(key)
     if cached is None:
         report("checking the plan", 0, 1)
@@ -435,12 +468,13 @@ def check_plan(
         job = _job(
             scenario, plan.batch_size, tuple(plan.schedule.to_strings()), scenario.proof_steps
         )
-        guest_run = _measuring_run(board, emulation, job, work_dir, "plan check")
+        guest_run = _measuring_run(board, emulation, job, work_dir, "plan check", cache.allocator)
         summary = summarize(guest_run, plan.batch_size)
         assert guest_run.overhead_bytes is not None and summary.live_tensor_peak_bytes is not None
         assert summary.emulator_share_bytes is not None
         cached = {
             "fraction": overhead_fraction(guest_run.overhead_bytes, summary.live_tensor_peak_bytes),
+            "allocator": cache.allocator.value,
             "emulator_share_bytes": summary.emulator_share_bytes,
             "run": summary.to_dict(),
             "wall_s": time.monotonic() - started,
@@ -467,9 +501,11 @@ def run_scenario(
     cap_bytes: int,
     qemu_version: str,
     report: Report,
+    allocator: Allocator = Allocator.AGENT,
 ) -> ScenarioResult:
-    """Measure (or read the cache), plan, and run the plan and store-all under the cap."""
-    cache = MeasurementCache(board, scenario)
+    """Measure (or read the cache), plan, and run the plan and store-all under the cap, every
+    training run in the process ``allocator`` names."""
+    cache = MeasurementCache(board, scenario, allocator)
     work_dir = cache.directory / "work"
     report("profiling the model", 0, 1)
     student, torch_version, profile_s = measure_memory_model(board, emulation, scenario, cache)
@@ -492,6 +528,7 @@ def run_scenario(
         _job(scenario, plan.batch_size, tuple(plan.schedule.to_strings()), scenario.proof_steps),
         limit.limit_bytes,
         work_dir,
+        allocator=allocator,
     )
     report("capped runs", 1, 2)
     store_all = run_on_board(
@@ -500,10 +537,12 @@ def run_scenario(
         _job(scenario, plan.batch_size, None, scenario.proof_steps),
         limit.limit_bytes,
         work_dir,
+        allocator=allocator,
     )
     report("capped runs", 2, 2)
     return ScenarioResult(
         scenario=scenario,
+        allocator=allocator,
         torch_version=torch_version,
         qemu_version=qemu_version,
         limit=limit,

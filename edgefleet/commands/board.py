@@ -11,6 +11,7 @@ import typer
 from edgefleet.commands.output import fail, print_json
 
 _ARCHES = ("arm64",)
+_ALLOCATORS = ("agent", "glibc-default")
 _BASELINE_TIMEOUT_S = 900.0
 _SCENARIO_TIMEOUT_S = 5400.0
 """A planned MobileNetV2 224x224 step at batch 15-40 takes tens of minutes emulated."""
@@ -48,6 +49,15 @@ def bench_board(
             "under a real cap on the emulated board (measurements cached; hours cold).",
         ),
     ] = None,
+    allocator: Annotated[
+        str,
+        typer.Option(
+            "--allocator",
+            help="With --scenario, the training process's allocator: agent (the agent's "
+            "mallopt fix and warm-up, as it trains) or glibc-default (glibc as it starts, no "
+            "warm-up).",
+        ),
+    ] = "agent",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Import the agent, warm its runtime up and measure it on an emulated board (qemu-user):
@@ -59,9 +69,14 @@ def bench_board(
 
     if arch not in _ARCHES:
         fail(f"--arch must be one of {', '.join(_ARCHES)}, got {arch!r}")
+    if allocator not in _ALLOCATORS:
+        fail(f"--allocator must be one of {', '.join(_ALLOCATORS)}, got {allocator!r}")
     if scenario is not None:
-        _bench_scenario(scenario, cpu, board_dir, threads, timeout_s, as_json)
+        _bench_scenario(scenario, cpu, board_dir, threads, timeout_s, allocator, as_json)
         return
+    if allocator != "agent":
+        # The runtime probe is the agent's own start-up, fix included: nothing to choose.
+        fail("--allocator applies to --scenario only")
     try:
         emulation = Emulation(
             cpu=cpu,
@@ -102,6 +117,7 @@ def _bench_scenario(
     board_dir: Path | None,
     threads: int,
     timeout_s: float | None,
+    allocator_name: str,
     as_json: bool,
 ) -> None:
     from checkpointing.planner import PlanError
@@ -114,6 +130,7 @@ def _bench_scenario(
         qemu_binary,
         qemu_version,
     )
+    from edgefleet.board.guest_training import Allocator
     from edgefleet.board.scenario import run_scenario, scenario_named
     from edgefleet.progress import stderr_progress
     from node_agent.board_classes import board_class
@@ -135,7 +152,9 @@ def _bench_scenario(
     cap_bytes = board_class(scenario.board_class).default_budget_bytes
     try:
         with stderr_progress() as report:
-            result = run_scenario(board, emulation, scenario, cap_bytes, version, report)
+            result = run_scenario(
+                board, emulation, scenario, cap_bytes, version, report, Allocator(allocator_name)
+            )
     except (BoardError, PlanError) as exc:
         fail(str(exc), code=1)
     payload = result.to_dict()
@@ -145,7 +164,7 @@ def _bench_scenario(
     plan, store_all = payload["plan"], payload["store_all_at_planned_batch"]
     typer.echo(
         f"{name}: {scenario.model} {scenario.image_size}px on an emulated {scenario.cpu}, "
-        f"torch {payload['torch_version']}"
+        f"torch {payload['torch_version']}, allocator {payload['allocator']}"
     )
     typer.echo(
         f"  cap {format_size(payload['cap_bytes'])} ({scenario.board_class}) + emulator "

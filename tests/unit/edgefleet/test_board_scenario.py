@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +11,28 @@ import pytest
 from typer.testing import CliRunner
 
 from checkpointing.budget import ProcessFacts, ProcessTerms
+from checkpointing.calibrate import fit_process_facts, overhead_fraction
+from checkpointing.hardcap import CappedRun
 from checkpointing.planner import OPTIMAL, Plan
 from checkpointing.schedule import Schedule
-from edgefleet.board.emulator import Board, Emulation
+from edgefleet.board.emulator import Board, BoardError, Emulation
 from edgefleet.board.guest_sampler import GuestPeak
-from edgefleet.board.guest_training import guest_peak_of, wrapper_script
+from edgefleet.board.guest_training import (
+    WRAPPER_EXIT_BAD_ARGUMENTS,
+    Allocator,
+    GuestRun,
+    guest_peak_of,
+    wrapper_script,
+)
 from edgefleet.board.scenario import (
     PI3_MOBILENET,
     CgroupLimit,
     MeasurementCache,
     RunSummary,
     ScenarioResult,
-    facts_from_calibration,
-    overhead_fraction,
+    check_allocator,
     refined_facts,
+    run_from_dict,
     scenario_named,
 )
 from edgefleet.cli import app
@@ -53,7 +62,7 @@ def test_calibration_fits_a_constant_plus_a_fraction_of_the_live_bytes() -> None
     # Overhead 20 MiB + 0.25 x live, at live 100 and 300 MiB.
     readings = [(300 * MIB, 100 * MIB, 45 * MIB), (310 * MIB, 300 * MIB, 95 * MIB)]
 
-    facts = facts_from_calibration(readings)
+    facts = fit_process_facts(readings)
 
     assert facts.runtime_baseline_bytes == 310 * MIB
     assert facts.allocator_overhead_fraction == pytest.approx(0.25)
@@ -61,7 +70,7 @@ def test_calibration_fits_a_constant_plus_a_fraction_of_the_live_bytes() -> None
 
 
 def test_a_falling_overhead_fits_no_fraction_and_a_constant_that_covers_both() -> None:
-    facts = facts_from_calibration([(1, 100, 50), (1, 200, 10)])
+    facts = fit_process_facts([(1, 100, 50), (1, 200, 10)])
 
     assert facts.allocator_overhead_fraction == 0.0
     assert facts.allocator_overhead_bytes == 50
@@ -69,7 +78,7 @@ def test_a_falling_overhead_fits_no_fraction_and_a_constant_that_covers_both() -
 
 def test_calibration_wants_two_readings() -> None:
     with pytest.raises(ValueError, match="two"):
-        facts_from_calibration([(1, 2, 3)])
+        fit_process_facts([(1, 2, 3)])
 
 
 def test_the_plans_fraction_replaces_a_smaller_one_only() -> None:
@@ -91,14 +100,34 @@ def test_scenarios_are_found_by_name() -> None:
 
 
 def test_the_cache_is_kept_per_board_build(board: Board) -> None:
-    cache = MeasurementCache(board, PI3_MOBILENET)
+    cache = MeasurementCache(board, PI3_MOBILENET, Allocator.AGENT)
     cache.write("process", {"facts": {"runtime_baseline_bytes": 1}})
 
-    assert MeasurementCache(board, PI3_MOBILENET).read("process") == {
+    assert MeasurementCache(board, PI3_MOBILENET, Allocator.AGENT).read("process") == {
         "facts": {"runtime_baseline_bytes": 1}
     }
     (board.directory / "board.stamp").write_text("edgefleet arm64 board\ntorch==2.10.0\n")
-    assert MeasurementCache(board, PI3_MOBILENET).read("process") is None
+    assert MeasurementCache(board, PI3_MOBILENET, Allocator.AGENT).read("process") is None
+
+
+def test_process_measurements_are_kept_per_allocator_and_the_memory_model_is_shared(
+    board: Board,
+) -> None:
+    agent = MeasurementCache(board, PI3_MOBILENET, Allocator.AGENT)
+    default = MeasurementCache(board, PI3_MOBILENET, Allocator.GLIBC_DEFAULT)
+    # What the first runs cached, before the allocator was a setting, is glibc-default's.
+    default.write("process", {"allocator": "glibc-default"})
+    default.write("check-b18-optimal", {"fraction": 0.99})
+    default.write("memory-model", {"machine": "aarch64"})
+
+    assert default.process_key("process") == "process"
+    assert default.read(default.process_key("check-b18-optimal")) == {"fraction": 0.99}
+    assert agent.read(agent.process_key("process")) is None
+    assert agent.read(agent.process_key("check-b18-optimal")) is None
+    assert agent.read("memory-model") == {"machine": "aarch64"}
+    agent.write(agent.process_key("process"), {"allocator": "agent"})
+    assert default.read(default.process_key("process")) == {"allocator": "glibc-default"}
+    assert agent.read(agent.process_key("process")) == {"allocator": "agent"}
 
 
 def test_the_wrapper_runs_the_boards_python_in_the_boards_environment_only(
@@ -108,13 +137,105 @@ def test_the_wrapper_runs_the_boards_python_in_the_boards_environment_only(
         board, Emulation(), "/usr/bin/qemu-aarch64", tmp_path / "peak.json", 0.5
     )
 
-    assert script.startswith("#!/bin/sh\nexec env -i ")
+    assert "exec env -i " in script
     assert "QEMU_CPU=cortex-a53" in script
     assert "EDGEFLEET_GUEST_SAMPLE_S=0.5" in script
     assert f"EDGEFLEET_GUEST_PEAK_FILE={tmp_path / 'peak.json'}" in script
-    assert script.rstrip().endswith(
-        f'/usr/bin/qemu-aarch64 -L {board.rootfs} {board.python} -s "$@"'
+    assert "EDGEFLEET_ALLOCATOR_AGENT_FIX=1" in script
+
+
+def _run_wrapper(board: Board, tmp_path: Path, allocator: Allocator, *arguments: str) -> Any:
+    # echo stands in for qemu-aarch64: the script's own work is the command line it builds.
+    script = tmp_path / "board-python"
+    script.write_text(
+        wrapper_script(board, Emulation(), "/bin/echo", tmp_path / "peak.json", 1.0, allocator)
     )
+    return subprocess.run(
+        ["/bin/sh", str(script), *arguments], capture_output=True, text=True, check=False
+    )
+
+
+def test_the_agents_wrapper_runs_the_training_child_in_the_agents_process(
+    board: Board, tmp_path: Path
+) -> None:
+    ran = _run_wrapper(
+        board, tmp_path, Allocator.AGENT, "-m", "checkpointing.train_child", "j.json", "r.json"
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == [
+        "-L",
+        str(board.rootfs),
+        str(board.python),
+        "-s",
+        "-m",
+        "edgefleet.allocators.child",
+        "j.json",
+        "r.json",
+    ]
+
+
+def test_the_agents_wrapper_refuses_any_other_program(board: Board, tmp_path: Path) -> None:
+    ran = _run_wrapper(board, tmp_path, Allocator.AGENT, "-m", "checkpointing.profile", "x")
+
+    assert ran.returncode == WRAPPER_EXIT_BAD_ARGUMENTS
+    assert "expected -m checkpointing.train_child" in ran.stderr
+    assert ran.stdout == ""
+
+
+def test_the_glibc_default_wrapper_runs_what_it_is_given_without_the_fix(
+    board: Board, tmp_path: Path
+) -> None:
+    script = wrapper_script(
+        board, Emulation(), "/bin/echo", tmp_path / "peak.json", 1.0, Allocator.GLIBC_DEFAULT
+    )
+    ran = _run_wrapper(
+        board, tmp_path, Allocator.GLIBC_DEFAULT, "-m", "checkpointing.train_child", "j", "r"
+    )
+
+    assert "EDGEFLEET_ALLOCATOR_AGENT_FIX" not in script
+    assert ran.stdout.split()[-4:] == ["-m", "checkpointing.train_child", "j", "r"]
+
+
+def _guest_run(result: dict[str, Any] | None) -> GuestRun:
+    run = CappedRun(
+        survived=result is not None,
+        cap_bytes=16 * 2**30,
+        cap_mechanism="cgroup_v1",
+        peak_rss_bytes=None,
+        cgroup_peak_bytes=None,
+        exit_code=0 if result is not None else -9,
+        killed_by_oom=result is None,
+        result=result,
+        stderr_tail="",
+        failure=None if result is not None else "oom_kill",
+        wall_s=1.0,
+    )
+    return GuestRun(run, None)
+
+
+def test_a_run_must_have_trained_in_the_process_asked_for() -> None:
+    fixed = _guest_run({"allocator": {"agent_fix_applied": True}})
+    not_fixed = _guest_run({"allocator": {"agent_fix_applied": False}})
+    plain = _guest_run({"survived": True})
+
+    assert (fixed.agent_fix_applied, not_fixed.agent_fix_applied) == (True, False)
+    assert plain.agent_fix_applied is None and _guest_run(None).agent_fix_applied is None
+    check_allocator(fixed, Allocator.AGENT, "calibration")
+    check_allocator(plain, Allocator.GLIBC_DEFAULT, "calibration")
+    with pytest.raises(BoardError, match="not applied"):
+        check_allocator(not_fixed, Allocator.AGENT, "calibration")
+    with pytest.raises(BoardError, match="not reported"):
+        check_allocator(plain, Allocator.AGENT, "plan check")
+    with pytest.raises(BoardError, match="under glibc-default"):
+        check_allocator(fixed, Allocator.GLIBC_DEFAULT, "plan check")
+
+
+def test_a_run_cached_before_the_allocator_was_recorded_still_loads() -> None:
+    data = _summary(True, 800 * MIB).to_dict()
+    del data["agent_fix_applied"]
+
+    assert run_from_dict(data).agent_fix_applied is None
 
 
 PEAK = GuestPeak(
@@ -181,6 +302,7 @@ def _result(plan_peak: int | None, store_all_survived: bool, store_all_max: int)
     )
     return ScenarioResult(
         scenario=PI3_MOBILENET,
+        allocator=Allocator.AGENT,
         torch_version="2.9.1+cpu",
         qemu_version="qemu-aarch64 version 7.2.22",
         limit=CgroupLimit(828 * MIB, 170 * MIB),
@@ -197,6 +319,7 @@ def _result(plan_peak: int | None, store_all_survived: bool, store_all_max: int)
 def test_the_result_reports_the_cap_the_allowance_and_the_targets_met() -> None:
     result = _result(plan_peak=800 * MIB, store_all_survived=False, store_all_max=6)
 
+    assert result["allocator"] == "agent"
     assert result["cap_bytes"] == 828 * MIB
     assert result["emulator_allowance_bytes"] == 170 * MIB
     assert result["cgroup_limit_bytes"] == 998 * MIB
@@ -245,6 +368,8 @@ runner = CliRunner()
         (["--scenario", "pi3-mobilenet", "--cpu", "cortex-a72"], "runs on the cortex-a53"),
         (["--scenario", "pi3-mobilenet", "--threads", "0"], "threads"),
         (["--scenario", "pi3-mobilenet", "--arch", "armv7"], "--arch"),
+        (["--scenario", "pi3-mobilenet", "--allocator", "jemalloc"], "--allocator must be"),
+        (["--allocator", "glibc-default"], "--scenario only"),
     ],
 )
 def test_the_cli_refuses_bad_arguments_with_a_message(
