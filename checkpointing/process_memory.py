@@ -28,6 +28,7 @@ measured in a fresh interpreter so that it holds only what the imports themselve
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pathlib import Path
 _STATUS = Path("/proc/self/status")
 _SMAPS = Path("/proc/self/smaps")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+_RANGE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+)\s")
 _RESET_PEAK_RSS = "5"
 _CLEAR_REFERENCED = "1"
 
@@ -140,36 +142,64 @@ def clear_referenced() -> bool:
     return _write_clear_refs(_CLEAR_REFERENCED)
 
 
+@dataclass
+class SmapsMapping:
+    """One mapping of ``/proc/<pid>/smaps``: its address range and resident figures (bytes)."""
+
+    start: int
+    end: int
+    file_backed: bool
+    rss_bytes: int = 0
+    anon_bytes: int = 0
+    referenced_bytes: int = 0
+
+    @property
+    def referenced_file_bytes(self) -> int:
+        """Pages of the file this mapping used: a private file mapping's written pages are
+        anonymous (``RssAnon`` has them), and ``Referenced`` counts them too."""
+        if not self.file_backed:
+            return 0
+        return min(self.referenced_bytes, self.rss_bytes - self.anon_bytes)
+
+
+def smaps_mappings(smaps_text: str) -> list[SmapsMapping]:
+    """The mappings of an ``smaps`` text; ``ProcessMemoryError`` if it is not in its format."""
+    mappings: list[SmapsMapping] = []
+    for line in smaps_text.splitlines():
+        header = _RANGE.match(line)
+        if header:
+            # range, permissions, offset, device, inode, path: a file has an inode and a path
+            # (anonymous memory has inode 0, and [heap] or [stack] or no name).
+            fields = line.split(maxsplit=5)
+            file_backed = len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/")
+            mappings.append(SmapsMapping(int(header[1], 16), int(header[2], 16), file_backed))
+        elif not mappings:
+            raise ProcessMemoryError(f"smaps text starts with {line!r}, not a mapping's range")
+        elif line.startswith("Rss:"):
+            mappings[-1].rss_bytes = kib_field_bytes(line)
+        elif line.startswith("Anonymous:"):
+            mappings[-1].anon_bytes = kib_field_bytes(line)
+        elif line.startswith("Referenced:"):
+            mappings[-1].referenced_bytes = kib_field_bytes(line)
+    return mappings
+
+
+def kib_field_bytes(line: str) -> int:
+    """The bytes of a ``Name:   123 kB`` line."""
+    parts = line.split()
+    if len(parts) != 3 or parts[2] != "kB" or not parts[1].isdigit():
+        raise ProcessMemoryError(f"not a 'Name: N kB' line: {line!r}")
+    return int(parts[1]) * 1024
+
+
 def referenced_file_bytes(smaps: Path = _SMAPS) -> int:
     """Bytes of file-backed pages this process used since ``clear_referenced()`` (all of them
-    still resident if it was never called): the ``Referenced`` lines of file mappings, less
-    the pages of those mappings the process wrote (``Anonymous``: copied on write, counted in
-    ``RssAnon`` already)."""
+    still resident if it was never called)."""
     try:
         text = smaps.read_text()
     except OSError as error:
         raise ProcessMemoryError(f"cannot read {smaps}: {error}") from error
-    total_kib = 0
-    mapping: dict[str, int] = {}
-    file_backed = False
-
-    def used_kib() -> int:
-        return max(mapping.get("Referenced", 0) - mapping.get("Anonymous", 0), 0)
-
-    for line in text.splitlines():
-        head, _, rest = line.partition(" ")
-        if not head.endswith(":"):
-            if file_backed:
-                total_kib += used_kib()
-            # A mapping's first line: range, permissions, offset, device, inode, path.
-            fields = rest.split(maxsplit=4)
-            file_backed = len(fields) == 5 and fields[3] != "0" and fields[4].startswith("/")
-            mapping = {}
-        elif head in ("Referenced:", "Anonymous:"):
-            mapping[head[:-1]] = int(rest.split()[0])
-    if file_backed:
-        total_kib += used_kib()
-    return total_kib * 1024
+    return sum(mapping.referenced_file_bytes for mapping in smaps_mappings(text))
 
 
 def runtime_baseline_bytes(python: str = sys.executable, timeout_s: float = 300.0) -> int:

@@ -16,8 +16,9 @@ memory, and ``Anonymous`` its anonymous part: what the board itself would hold. 
 and smaps list the same ranges, and the guest's figure is the process's ``VmRSS`` within the few
 pages by which status's counters lag.
 
-Standard library only: the guest's probe imports it under emulation, where nothing else of the
-host's may load, and the host side and the tests import it without torch.
+Standard library and ``checkpointing.process_memory`` (the smaps parser the agent uses) only: the
+guest's probe imports it under emulation, where nothing else of the host's may load, and the
+host side and the tests import it without torch.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from checkpointing.process_memory import ProcessMemoryError, kib_field_bytes, smaps_mappings
+
 _PROC_SELF = Path("/proc/self")
 _RANGE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+)\s")
-_KIB = 1024
 
 
 class GuestMemoryError(RuntimeError):
@@ -96,49 +98,13 @@ def address_ranges(maps_text: str) -> list[tuple[int, int]]:
     return merged
 
 
-@dataclass
-class _Mapping:
-    start: int
-    end: int
-    file_backed: bool
-    rss_bytes: int = 0
-    anon_bytes: int = 0
-    referenced_bytes: int = 0
-
-
-def _smaps_mappings(smaps_text: str) -> list[_Mapping]:
-    mappings: list[_Mapping] = []
-    for line in smaps_text.splitlines():
-        header = _RANGE.match(line)
-        if header:
-            # range, permissions, offset, device, inode, path: a file has an inode and a path
-            # (anonymous memory has inode 0, and [heap] or [stack] or no name).
-            fields = line.split(maxsplit=5)
-            file_backed = len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/")
-            mappings.append(_Mapping(int(header[1], 16), int(header[2], 16), file_backed))
-        elif not mappings:
-            raise GuestMemoryError(f"smaps text starts with {line!r}, not a mapping's range")
-        elif line.startswith("Rss:"):
-            mappings[-1].rss_bytes = _kib_value(line) * _KIB
-        elif line.startswith("Anonymous:"):
-            mappings[-1].anon_bytes = _kib_value(line) * _KIB
-        elif line.startswith("Referenced:"):
-            mappings[-1].referenced_bytes = _kib_value(line) * _KIB
-    return mappings
-
-
-def _kib_value(line: str) -> int:
-    """The number of ``Name:   123 kB``."""
-    parts = line.split()
-    if len(parts) != 3 or parts[2] != "kB" or not parts[1].isdigit():
-        raise GuestMemoryError(f"not a 'Name: N kB' line: {line!r}")
-    return int(parts[1])
-
-
 def _status_bytes(status_text: str, field: str) -> int:
     for line in status_text.splitlines():
         if line.startswith(f"{field}:"):
-            return _kib_value(line) * _KIB
+            try:
+                return kib_field_bytes(line)
+            except ProcessMemoryError as error:
+                raise GuestMemoryError(str(error)) from error
     raise GuestMemoryError(f"the status text has no {field} field")
 
 
@@ -159,16 +125,15 @@ def guest_memory_from(maps_text: str, smaps_text: str, status_text: str) -> Gues
     ranges = address_ranges(maps_text)
     starts = [start for start, _ in ranges]
     rss = anon = referenced_file = 0
-    for mapping in _smaps_mappings(smaps_text):
+    try:
+        mappings = smaps_mappings(smaps_text)
+    except ProcessMemoryError as error:
+        raise GuestMemoryError(str(error)) from error
+    for mapping in mappings:
         if _overlaps(ranges, starts, mapping.start, mapping.end):
             rss += mapping.rss_bytes
             anon += mapping.anon_bytes
-            if mapping.file_backed:
-                # A private file mapping's written pages are anonymous; Referenced counts them
-                # too, but they are in guest_anon_bytes already.
-                referenced_file += min(
-                    mapping.referenced_bytes, mapping.rss_bytes - mapping.anon_bytes
-                )
+            referenced_file += mapping.referenced_file_bytes
     return GuestMemory(
         guest_rss_bytes=rss,
         guest_anon_bytes=anon,
