@@ -2,14 +2,17 @@
 
 Skipped where qemu-user or the board (scripts/arm64_board.sh) is absent: building the board
 takes minutes and needs apt-get and PyPI, so the tests never build it. The full
-``edgefleet bench board`` (torch imported under emulation, minutes) is not run here.
+``edgefleet bench board`` (torch imported under emulation, minutes) is not run here; one tiny
+training job is (about two minutes), because the scenario's every run depends on its path.
 """
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
+from checkpointing.hardcap import TrainJob
 from edgefleet.board.emulator import (
     CPUS,
     Board,
@@ -18,6 +21,7 @@ from edgefleet.board.emulator import (
     default_board_dir,
     run_guest,
 )
+from edgefleet.board.guest_training import Allocator, run_on_board
 
 _MEMORY_CODE = (
     "import json, platform\n"
@@ -84,3 +88,26 @@ def test_the_agents_platform_check_sees_a_pi_core_without_lse(board: Board, cpu:
     assert seen["arch"] == "aarch64" and seen["torch_version"] == "2.9.1"
     assert seen["has_lse_atomics"] is False
     assert "SIGILL" in seen["refused"] and "2.14.1+cu130" in seen["refused"]
+
+
+def test_a_training_job_runs_on_the_board_in_the_agents_process(
+    board: Board, tmp_path: Path
+) -> None:
+    # The scenario's path: run_capped -> the wrapper -> edgefleet.allocators.child under the
+    # board's python, which must import nothing the board lacks and must apply the fix.
+    job = TrainJob(model="small_cnn", image_size=32, batch_size=2, num_classes=10, steps=1)
+
+    guest_run = run_on_board(
+        board,
+        Emulation(threads=1, timeout_s=600),
+        job,
+        4 * 2**30,
+        tmp_path,
+        allocator=Allocator.AGENT,
+    )
+
+    assert guest_run.run.survived, guest_run.run.stderr_tail
+    assert guest_run.agent_fix_applied is True
+    assert guest_run.guest is not None and guest_run.overhead_bytes is not None
+    assert guest_run.run.result is not None
+    assert guest_run.run.result["allocator"]["malloc_libraries"] == []
