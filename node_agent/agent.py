@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from checkpointing.models import build_model
-from checkpointing.process_memory import resident_memory, rss_bytes
+from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 from checkpointing.training import is_out_of_memory
 from edgefleet.transfer import TransferError
 from node_agent import identity as identity_store
@@ -87,12 +87,15 @@ class Agent:
         # Everything this process holds before any model, the board's frames included, is the
         # runtime baseline the coordinator plans training above.
         self._runtime = runtime.remeasured()
-        self.runtime_baseline_bytes = self._runtime.runtime_baseline_bytes
+        # Planned and guarded in whole RSS (VmRSS, VmHWM) still: with private memory plus the
+        # file allowance the demo's steps overshot their plans by 40-70 MB of private memory
+        # that no profile term covers yet (docs/agent.md); the steadier figures are logged.
+        self.runtime_baseline_bytes = rss_bytes()
         self._board = recognise(device_tree_model(), ram_bytes())
         self.budget = self._memory_budget()
         self.hardware_class = ""
         _LOG.info(
-            "runtime baseline %d bytes (%d anonymous, %d of %d file bytes used), allocator %s; "
+            "runtime baseline %d bytes (private %d + %d of %d file bytes used), allocator %s; "
             "memory budget %d bytes (%s)",
             self.runtime_baseline_bytes,
             self._runtime.rss_anon_bytes + self._runtime.rss_shmem_bytes,
@@ -377,7 +380,8 @@ class Agent:
                     frames,
                     teacher,
                     limit_bytes=limit,
-                    measure_peak=self._accounted_peak_bytes,
+                    reset_peak=reset_peak_rss,
+                    measure_peak=peak_rss_bytes,
                     stop_reason=lambda: self._stop_reason(task.deadline_unix_s),
                     seed=task.round,
                 )
@@ -408,9 +412,6 @@ class Agent:
             self._deliver(pending, result.update)
         finally:
             self._current_task, self._current_job = "", ""
-
-    def _accounted_peak_bytes(self) -> int:
-        return self._runtime.accounted_peak_bytes(resident_memory())
 
     def _guard_bytes(self, planned_budget_bytes: int) -> int:
         """Where the memory guard stops a task: the margin is taken from the training share

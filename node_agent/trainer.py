@@ -6,10 +6,10 @@ On every pass the teacher labels the batch without grad (soft targets at the tas
 and the engine runs the student's forward and backward with the schedule the coordinator sent,
 as sent. The update is the change of the weights over the round.
 
-The memory guard reads the process's high-water mark after every pass, counted as the runtime
-baseline is (``measure_peak``, see ``node_agent.runtime``): a pass that comes within ``margin`` of
-the budget ends the task with ``MemoryGuardTripped`` (so does an
-allocation failure), before the kernel's limit is met; the coordinator then re-plans the board.
+The memory guard reads the process's peak since ``reset_peak`` after every pass, counted as the
+runtime baseline is (``measure_peak``: the high-water mark of the RSS): a pass that comes
+within ``margin`` of the budget ends the task with ``MemoryGuardTripped`` (so does an allocation
+failure), before the kernel's limit is met; the coordinator then re-plans the board.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from torch import nn
 
 from checkpointing.chain import Chain
 from checkpointing.models import build_model
-from checkpointing.process_memory import reset_peak_rss
 from checkpointing.schedule import Schedule
 from checkpointing.simulate import ScheduleError, simulate
 from checkpointing.split import SplitError, split_model
@@ -91,6 +90,7 @@ def train_round(
     teacher: nn.Module,
     *,
     limit_bytes: int,
+    reset_peak: Callable[[], object],
     measure_peak: Callable[[], int],
     stop_reason: Callable[[], str | None],
     seed: int = 0,
@@ -113,7 +113,7 @@ def train_round(
     generator = torch.Generator().manual_seed(seed)
     temperature = task.temperature or 1.0
     losses: list[float] = []
-    reset_peak_rss()
+    reset_peak()
     peak = 0
     try:
         for _ in range(task.local_steps):
