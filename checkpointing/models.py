@@ -54,15 +54,34 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     ]
 
 
-def fleet_student(num_classes: int = 6, width: int = 16) -> nn.Sequential:
-    """The fleet demo's student: cheap to train on a board's CPU, yet its activations at full
-    resolution (``width`` channels of 64×64 at the demo's size, about 1 MB per sample stored
-    for the backward pass) are what checkpointing has to fit. The last feature map is pooled to
-    4×4, not 1×1: the object is near the centre, and where each part of it lies (a head above
-    shoulders, a crown above a trunk) is the cue that makes a small net learn a viewpoint in a
-    few hundred steps rather than a few thousand."""
+def _depthwise_separable(channels: int) -> list[nn.Module]:
+    """MobileNet's block: a 3×3 depthwise convolution, then a 1×1 pointwise one, each with
+    BatchNorm and ReLU."""
+    return [
+        nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 1, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def fleet_student(
+    num_classes: int = 6, width: int = 16, full_resolution_blocks: int = 4
+) -> nn.Sequential:
+    """The fleet demo's student, shaped like the students camera boards train (MobileNet's):
+    depthwise-separable blocks at the frame's full resolution, whose activations are large
+    (``width`` channels of 64×64, about 1.3 MB per block per sample at the demo's size) and
+    cheap to compute. A board's memory, not its arithmetic, bounds the batch, and recomputing a
+    block costs little: the network checkpointing is for. The blocks also widen the receptive
+    field before the first pooling. The last feature map is pooled to 4×4, not 1×1: the object
+    is near the centre, and where each part of it lies (a head above shoulders, a crown above a
+    trunk) is the cue that makes a small net learn a viewpoint in a few hundred steps."""
+    blocks = [layer for _ in range(full_resolution_blocks) for layer in _depthwise_separable(width)]
     return nn.Sequential(
         *_conv_bn_relu(3, width),
+        *blocks,
         nn.MaxPool2d(2),
         *_conv_bn_relu(width, 2 * width),
         nn.MaxPool2d(2),

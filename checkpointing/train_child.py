@@ -43,8 +43,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,9 @@ from checkpointing.training import (
 if TYPE_CHECKING:
     from edgefleet.board.guest_sampler import GuestSampler
 
+StepScope = Callable[[], AbstractContextManager[object]]
+"""What surrounds each training step: nothing, or an allocator's per-step bracket."""
+
 EXIT_OK = 0
 EXIT_JOB_ERROR = 2
 EXIT_MEMORY_ERROR = 3
@@ -84,7 +87,8 @@ GUEST_SAMPLE_ENV = "EDGEFLEET_GUEST_SAMPLE_S"
 _ADAM_LR = 1e-3
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, step_scope: StepScope | None = None) -> int:
+    """``step_scope``: entered around each training step (an allocator that plans per step)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
         print("usage: python -m checkpointing.train_child JOB.json RESULT.json", file=sys.stderr)
@@ -93,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sampler = _guest_sampler()
     try:
         job = TrainJob.from_dict(json.loads(job_path.read_text()))
-        result = train(job)
+        result = train(job, step_scope or nullcontext)
     except (JobError, OSError, json.JSONDecodeError) as error:
         _write(result_path, _failure("JobError", error))
         return EXIT_JOB_ERROR
@@ -174,7 +178,7 @@ class _Phases:
         self.resettable = reset_peak_rss() and self.resettable
 
 
-def train(job: TrainJob) -> dict[str, Any]:
+def train(job: TrainJob, step_scope: StepScope = nullcontext) -> dict[str, Any]:
     """Run ``job`` in this process; the result the child writes (``survived`` true)."""
     phases = _Phases()
     # The imports happened before this call; their peak is the high-water mark so far.
@@ -185,7 +189,7 @@ def train(job: TrainJob) -> dict[str, Any]:
         after_model_rss = rss_bytes()
         after_model_vm_size = status_bytes("VmSize")
     with phases.phase("training"):
-        training = _train(job, models)
+        training = _train(job, models, step_scope)
     peak_rss = max(phases.peak_rss_bytes.values())
     return {
         "survived": True,
@@ -231,7 +235,7 @@ def _build(job: TrainJob) -> _Models:
     return _Models(student, teacher, stages, schedule)
 
 
-def _train(job: TrainJob, models: _Models) -> _Training:
+def _train(job: TrainJob, models: _Models, step_scope: StepScope) -> _Training:
     student, teacher = models.student, models.teacher
     params = list(student.parameters())
     for parameter in params:
@@ -246,28 +250,31 @@ def _train(job: TrainJob, models: _Models) -> _Training:
         meter.track(*params, *grads, *student.buffers(), *teacher_tensors)
         for step in range(job.steps):
             started = time.perf_counter()
-            shape = (job.batch_size, 3, job.image_size, job.image_size)
-            raw = torch.randint(0, 256, shape, dtype=torch.uint8)
-            inputs = raw.float().div_(255.0)
-            loss_fn = _loss_fn(teacher, inputs, job.num_classes)
-            if step == 0:
-                training.terms = {
-                    "raw_batch_bytes": storage_bytes(raw),
-                    "input_batch_bytes": storage_bytes(inputs),
-                }
-                training.live_tensor_peak_bytes = meter.peak_bytes
-                start_bytes = meter.live_bytes
-                meter.reset_peak()
-            training.losses.append(
-                forward_backward(student, models.stages, models.schedule, inputs, loss_fn)
-            )
-            if step == 0:
-                # docs/checkpointing.md: the input batch counts, though it predates the step.
-                training.live_peak_bytes = meter.peak_bytes - start_bytes + storage_bytes(inputs)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=False)
-            del raw, inputs, loss_fn
-            training.step_times_s.append(time.perf_counter() - started)
+            with step_scope():
+                shape = (job.batch_size, 3, job.image_size, job.image_size)
+                raw = torch.randint(0, 256, shape, dtype=torch.uint8)
+                inputs = raw.float().div_(255.0)
+                loss_fn = _loss_fn(teacher, inputs, job.num_classes)
+                if step == 0:
+                    training.terms = {
+                        "raw_batch_bytes": storage_bytes(raw),
+                        "input_batch_bytes": storage_bytes(inputs),
+                    }
+                    training.live_tensor_peak_bytes = meter.peak_bytes
+                    start_bytes = meter.live_bytes
+                    meter.reset_peak()
+                training.losses.append(
+                    forward_backward(student, models.stages, models.schedule, inputs, loss_fn)
+                )
+                if step == 0:
+                    # docs/checkpointing.md: the input batch counts, though it predates the step.
+                    training.live_peak_bytes = (
+                        meter.peak_bytes - start_bytes + storage_bytes(inputs)
+                    )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=False)
+                del raw, inputs, loss_fn
+                training.step_times_s.append(time.perf_counter() - started)
         training.live_tensor_peak_bytes = max(training.live_tensor_peak_bytes, meter.peak_bytes)
     training.terms |= {
         "parameters_bytes": sum(storage_bytes(p) for p in params),

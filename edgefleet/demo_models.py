@@ -189,7 +189,8 @@ class DemoSettings:
             for k, v in asdict(self).items()
             if k.startswith(("teacher", "student", "pretrain", "image_size", "seed", "classes"))
         }
-        relevant["version"] = 1
+        # 2: the student gained its full-resolution depthwise-separable blocks.
+        relevant["version"] = 2
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 

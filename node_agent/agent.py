@@ -29,6 +29,7 @@ from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_byt
 from checkpointing.training import is_out_of_memory
 from edgefleet.transfer import TransferError
 from node_agent import identity as identity_store
+from node_agent.arena import Arena
 from node_agent.backoff import Backoff
 from node_agent.board_classes import device_tree_model, recognise
 from node_agent.cgroup_limit import cgroup_memory_limit_bytes
@@ -75,6 +76,7 @@ class Agent:
         self._config = config
         self._stop = stop
         runtime = measure_runtime(config.threads)
+        self._arena = Arena.loaded()
         self._channel = open_channel(config.coordinator, config.tls)
         self._client = FleetClient(self._channel)
         self._outbox = Outbox(config.data_dir)
@@ -101,7 +103,7 @@ class Agent:
             self._runtime.rss_anon_bytes + self._runtime.rss_shmem_bytes,
             self._runtime.file_allowance_bytes,
             self._runtime.rss_file_bytes,
-            "glibc, fixed mmap threshold" if self._runtime.allocator_fixed else "as found",
+            self._runtime.allocator,
             self.budget.budget_bytes,
             self.budget.source.value,
         )
@@ -384,6 +386,7 @@ class Agent:
                     measure_peak=peak_rss_bytes,
                     stop_reason=lambda: self._stop_reason(task.deadline_unix_s),
                     seed=task.round,
+                    arena=self._arena,
                 )
             except MemoryGuardTripped as error:
                 fail(fleet_pb2.FAILURE_KIND_OUT_OF_MEMORY, str(error), error.observed_peak_bytes)

@@ -49,6 +49,7 @@ from checkpointing.process_memory import (
     resident_memory,
 )
 from checkpointing.split import split_model
+from node_agent.arena import Arena
 
 _LOG = logging.getLogger(__name__)
 _M_MMAP_THRESHOLD = -3
@@ -101,6 +102,13 @@ class RuntimeBaseline:
     file_allowance_bytes: int
     """The file pages the warm-up step used."""
     allocator_fixed: bool
+
+    @property
+    def allocator(self) -> str:
+        """Which allocator holds the training's large blocks, for logs and reports."""
+        if Arena.loaded() is not None:
+            return "edgefleet-arena"
+        return "glibc-fixed-threshold" if self.allocator_fixed else "as-found"
 
     @property
     def runtime_baseline_bytes(self) -> int:

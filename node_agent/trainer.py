@@ -33,6 +33,7 @@ from checkpointing.training import (
     is_out_of_memory,
     optimizer_for,
 )
+from node_agent.arena import Arena, arena_step
 from node_agent.weights import delta, from_bytes, load_into, to_bytes
 from protos.edgefleet.v1 import common_pb2, fleet_pb2
 
@@ -94,8 +95,10 @@ def train_round(
     measure_peak: Callable[[], int],
     stop_reason: Callable[[], str | None],
     seed: int = 0,
+    arena: Arena | None = None,
 ) -> RoundResult:
-    """Train one round; ``stop_reason()`` is asked between passes (None: carry on)."""
+    """Train one round; ``stop_reason()`` is asked between passes (None: carry on). With the
+    plan-aware ``arena`` preloaded, each pass is one of its steps: the same blocks every pass."""
     if task.optimizer not in _OPTIMIZERS:
         raise InvalidTask("the task names no optimizer")
     if task.batch_size < 1 or task.accumulation_steps < 1 or task.local_steps < 1:
@@ -121,12 +124,15 @@ def train_round(
                 reason = stop_reason()
                 if reason is not None:
                     raise TaskStopped(reason)
-                picked = torch.randint(0, frames.shape[0], (task.batch_size,), generator=generator)
-                raw = frames[picked]
-                inputs = as_inputs(raw)
-                loss_fn = _averaged(distillation_loss(teacher, inputs, temperature), task)
-                losses.append(forward_backward(student, stages, schedule, inputs, loss_fn))
-                del raw, inputs, loss_fn
+                with arena_step(arena):
+                    picked = torch.randint(
+                        0, frames.shape[0], (task.batch_size,), generator=generator
+                    )
+                    raw = frames[picked]
+                    inputs = as_inputs(raw)
+                    loss_fn = _averaged(distillation_loss(teacher, inputs, temperature), task)
+                    losses.append(forward_backward(student, stages, schedule, inputs, loss_fn))
+                    del raw, inputs, loss_fn
                 peak = max(peak, measure_peak())
                 if peak > limit_bytes:
                     raise MemoryGuardTripped(

@@ -314,8 +314,21 @@ def plan_schedules(config: AllocatorBenchConfig, report: Report) -> PlannedSched
     )
 
 
+def _arena_library(candidates: Sequence[Candidate]) -> Path | None:
+    """The arena compiled from this checkout, when a candidate preloads it."""
+    if not any(candidate.arena for candidate in candidates):
+        return None
+    from node_agent.arena import ArenaBuildError, build_arena
+
+    try:
+        return build_arena()
+    except ArenaBuildError as error:
+        raise AllocatorBenchError(f"{error}; or leave the arena out with --candidates") from None
+
+
 def run_allocator_bench(config: AllocatorBenchConfig, report: Report) -> AllocatorBenchResult:
     check_libraries(config.candidates)
+    arena_path = _arena_library(config.candidates)
     started = time.perf_counter()
     machine_before = _machine()
     schedules = plan_schedules(config, report)
@@ -325,7 +338,9 @@ def run_allocator_bench(config: AllocatorBenchConfig, report: Report) -> Allocat
         for done, (repeat, schedule, candidate) in enumerate(order):
             report("training children", done, len(order))
             job = config.job(schedules.schedule(schedule))
-            runs.append(_run_child(job, candidate, schedule, repeat, Path(scratch), config))
+            runs.append(
+                _run_child(job, candidate, schedule, repeat, Path(scratch), config, arena_path)
+            )
         report("training children", len(order), len(order))
     machine = {**machine_before, "load_average_after": list(os.getloadavg())}
     return AllocatorBenchResult(
@@ -340,6 +355,7 @@ def _run_child(
     repeat: int,
     scratch: Path,
     config: AllocatorBenchConfig,
+    arena_path: Path | None,
 ) -> RunResult:
     job_path = scratch / "job.json"
     result_path = scratch / "result.json"
@@ -349,7 +365,7 @@ def _run_child(
     try:
         completed = subprocess.run(
             command,
-            env=child_environment(candidate, os.environ),
+            env=child_environment(candidate, os.environ, arena_path=arena_path),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

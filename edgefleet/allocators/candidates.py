@@ -27,6 +27,7 @@ JEMALLOC_PATH = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 """Debian's libjemalloc2 (5.3)."""
 AGENT_FIX_ENV = "EDGEFLEET_ALLOCATOR_AGENT_FIX"
 """Set to ``1``: the child calls ``node_agent.runtime.fix_allocator`` after its imports."""
+ARENA_LIBRARY = "libedgefleet_arena (node_agent/arena.c, compiled for the run)"
 REFERENCE = "glibc-default"
 """The candidate every step time is compared with."""
 
@@ -35,7 +36,10 @@ _PRELOAD = "LD_PRELOAD"
 _JEMALLOC_CONF = "MALLOC_CONF"
 # glibc's and jemalloc's variables all start with MALLOC_; a parent's own settings must not leak
 # into a candidate's child, or the default would not be the default.
-_ALLOCATOR_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES", _PRELOAD, AGENT_FIX_ENV)
+_C10_THP = "C10_THP_MEM_ALLOC_ENABLE"
+"""Read by torch's CPU allocator (``c10::alloc_cpu``): blocks of 2 MiB and more are aligned to
+2 MiB and advised ``MADV_HUGEPAGE``, so the kernel faults them in 2 MiB at a time."""
+_ALLOCATOR_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES", _C10_THP, _PRELOAD, AGENT_FIX_ENV)
 
 _MIB = 2**20
 _GLIBC_LARGEST_MMAP_THRESHOLD = 32 * _MIB
@@ -58,6 +62,8 @@ class Candidate:
     variables: tuple[tuple[str, str], ...] = ()
     jemalloc: bool = False
     agent_fix: bool = False
+    arena: bool = False
+    """Preload edgefleet's plan-aware arena (``node_agent/arena.c``, built for the run)."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -71,10 +77,16 @@ class Candidate:
             if name in (_PRELOAD, AGENT_FIX_ENV) or not is_allocator_variable(name):
                 raise ValueError(
                     f"candidate {self.name!r}: {name!r} is not an allocator setting "
-                    "(MALLOC_*, GLIBC_TUNABLES; jemalloc and the agent's fix are flags)"
+                    f"(MALLOC_*, GLIBC_TUNABLES, {_C10_THP}; jemalloc, the arena and the agent's "
+                    "fix are flags)"
                 )
         if _JEMALLOC_CONF in names and not self.jemalloc:
             raise ValueError(f"candidate {self.name!r}: MALLOC_CONF is read by jemalloc only")
+        if self.arena and (self.jemalloc or self.agent_fix or self.variables):
+            raise ValueError(
+                f"candidate {self.name!r}: the arena replaces malloc's large blocks on its own; "
+                "it takes no other allocator setting"
+            )
         if self.jemalloc and self.agent_fix:
             # mallopt under jemalloc reaches glibc's unused malloc: it would measure nothing.
             raise ValueError(f"candidate {self.name!r}: the agent's mallopt fix is glibc's")
@@ -86,6 +98,8 @@ class Candidate:
             settings[_PRELOAD] = str(JEMALLOC_PATH)
         if self.agent_fix:
             settings[AGENT_FIX_ENV] = "1"
+        if self.arena:
+            settings[_PRELOAD] = ARENA_LIBRARY
         return settings
 
 
@@ -95,6 +109,23 @@ CANDIDATES: tuple[Candidate, ...] = (
         "glibc-agent-128k",
         "the agent today: mallopt(M_MMAP_THRESHOLD, 128 KiB) after import, fixed",
         agent_fix=True,
+    ),
+    Candidate(
+        "glibc-agent-128k-thp",
+        "the agent's 128 KiB threshold, torch's blocks of 2 MiB and more on transparent huge pages",
+        ((_C10_THP, "1"),),
+        agent_fix=True,
+    ),
+    Candidate(
+        "glibc-agent-128k-hugetlb",
+        "the agent's 128 KiB threshold, glibc advising huge pages for its mapped blocks",
+        (("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"),),
+        agent_fix=True,
+    ),
+    Candidate(
+        "glibc-thp",
+        "glibc's default, torch's blocks of 2 MiB and more on transparent huge pages",
+        ((_C10_THP, "1"),),
     ),
     Candidate(
         "glibc-hold",
@@ -118,6 +149,11 @@ CANDIDATES: tuple[Candidate, ...] = (
         "glibc-arenas-2",
         "at most 2 malloc arenas (one per core here)",
         (("MALLOC_ARENA_MAX", "2"),),
+    ),
+    Candidate(
+        "arena",
+        "edgefleet's plan-aware arena: one step's large blocks recorded, planned, then replayed",
+        arena=True,
     ),
     Candidate("jemalloc", "jemalloc 5.3 preloaded, its defaults", jemalloc=True),
     Candidate(
@@ -155,9 +191,13 @@ def candidates_named(text: str) -> tuple[Candidate, ...]:
 
 
 def child_environment(
-    candidate: Candidate, inherited: Mapping[str, str], jemalloc_path: Path = JEMALLOC_PATH
+    candidate: Candidate,
+    inherited: Mapping[str, str],
+    jemalloc_path: Path = JEMALLOC_PATH,
+    arena_path: Path | None = None,
 ) -> dict[str, str]:
-    """``inherited`` without any allocator setting of its own, plus ``candidate``'s."""
+    """``inherited`` without any allocator setting of its own, plus ``candidate``'s
+    (``arena_path``: the built arena, for a candidate that preloads it)."""
     environment = {
         name: value for name, value in inherited.items() if not is_allocator_variable(name)
     }
@@ -166,4 +206,8 @@ def child_environment(
         environment[_PRELOAD] = str(jemalloc_path)
     if candidate.agent_fix:
         environment[AGENT_FIX_ENV] = "1"
+    if candidate.arena:
+        if arena_path is None:
+            raise ValueError(f"candidate {candidate.name!r} needs the arena's library path")
+        environment[_PRELOAD] = str(arena_path)
     return environment

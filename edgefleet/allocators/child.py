@@ -14,13 +14,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from edgefleet.allocators.candidates import AGENT_FIX_ENV, is_allocator_variable
 
 _MAPS = Path("/proc/self/maps")
-_REPLACEMENT_MALLOCS = ("jemalloc", "tcmalloc", "mimalloc")
+_REPLACEMENT_MALLOCS = ("jemalloc", "tcmalloc", "mimalloc", "edgefleet_arena")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,19 +29,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here, after the interpreter's start: the agent, too, fixes its allocator after
     # importing torch, so the candidate sees the same allocations before the fix.
     from checkpointing import train_child
+    from node_agent.arena import Arena
     from node_agent.runtime import fix_allocator, warm_up
 
     if len(args) != 2:
         return train_child.main(args)
     fixed = fix_allocator() if os.environ.get(AGENT_FIX_ENV) == "1" else False
+    arena = Arena.loaded()
     warm_up()
-    code = train_child.main(args)
+    code = train_child.main(args, arena.step if arena is not None else None)
     result_path = Path(args[1])
     try:
         result = json.loads(result_path.read_text())
     except (OSError, json.JSONDecodeError):
         return code
     result["allocator"] = _allocator_facts(fixed)
+    if arena is not None:
+        result["allocator"]["arena"] = asdict(arena.stats())
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     return code
 

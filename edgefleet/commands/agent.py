@@ -120,6 +120,7 @@ def baseline(
         "rss_file_bytes": measured.rss_file_bytes,
         "file_allowance_bytes": measured.file_allowance_bytes,
         "allocator_fixed": measured.allocator_fixed,
+        "allocator": measured.allocator,
     }
     if as_json:
         print_json(figures)

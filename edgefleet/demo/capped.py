@@ -17,11 +17,21 @@ from pathlib import Path
 
 from checkpointing.hardcap import MemoryCap, memory_cap
 from checkpointing.process_memory import ProcessMemoryError, status_bytes
+from node_agent.arena import PRELOAD_ENV
 
 _STOP_TIMEOUT_S = 60.0
-# The boards share this machine's cores: one thread each (see AgentConfig.threads); OpenMP's
-# spinning threads on oversubscribed cores made training many times slower.
-AGENT_ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def agent_environment(arena_library: Path | None) -> dict[str, str]:
+    """The agents' environment: one OpenMP thread each, and the plan-aware arena preloaded
+    when it could be built (as the agent's image and systemd unit preload it on a board)."""
+    # The boards share this machine's cores: one thread each (see AgentConfig.threads); OpenMP's
+    # spinning threads on oversubscribed cores made training many times slower.
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment.pop(PRELOAD_ENV, None)
+    if arena_library is not None:
+        environment[PRELOAD_ENV] = str(arena_library)
+    return environment
 
 
 @dataclass
@@ -66,10 +76,12 @@ def agent_command(
 
 @contextmanager
 def capped_agents(
-    specs: list[tuple[str, int, list[str], Path]], enrollment_token: str
+    specs: list[tuple[str, int, list[str], Path]],
+    enrollment_token: str,
+    environment: dict[str, str],
 ) -> Iterator[list[CappedAgent]]:
     """Start ``(name, cap_bytes, command, log)`` agents, each in its own cap; stop them at exit."""
-    env = {**AGENT_ENVIRONMENT, "EDGEFLEET_ENROLLMENT_TOKEN": enrollment_token}
+    env = {**environment, "EDGEFLEET_ENROLLMENT_TOKEN": enrollment_token}
     agents: list[CappedAgent] = []
     with ExitStack() as stack:
         for name, cap_bytes, command, log in specs:

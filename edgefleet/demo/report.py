@@ -19,6 +19,9 @@ class BoardOutcome:
     name: str
     hardware_class: str
     cap_bytes: int
+    training_share_bytes: int
+    """What the board's class leaves to training on arm64 (RAM − OS reserve − the arm64
+    runtime); the cap is this machine's runtime baseline plus it."""
     batch_size: int
     store_all_max_batch: int
     strategy: str
@@ -39,6 +42,8 @@ class DemoResult:
     accuracy_by_round: dict[str, list[float]]
     """Per board, the global student's accuracy on its viewpoint after each model version."""
     oom_kills: int
+    runtime_baseline_bytes: int
+    """This machine's agent runtime (VmRSS after imports and warm-up) under every cap."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -47,24 +52,30 @@ class DemoResult:
             "fleet_accuracy_before": self.fleet_accuracy_before,
             "fleet_accuracy_after": self.fleet_accuracy_after,
             "elapsed_s": self.elapsed_s,
+            "runtime_baseline_bytes": self.runtime_baseline_bytes,
         }
 
 
 def table(result: DemoResult) -> str:
     header = (
-        f"{'board':<10} {'class':<15} {'cap':>9} {'batch':>5} {'store-all':>9} "
+        f"{'board':<10} {'class':<18} {'share':>9} {'cap':>9} {'batch':>5} {'store-all':>9} "
         f"{'schedule':<9} {'predicted':>9} {'measured':>9} {'before':>7} {'after':>7}"
     )
     lines = [header, "-" * len(header)]
     for board in result.boards:
         lines.append(
-            f"{board.name:<10} {board.hardware_class:<15} {format_size(board.cap_bytes):>9} "
+            f"{board.name:<10} {board.hardware_class:<18} "
+            f"{format_size(board.training_share_bytes):>9} {format_size(board.cap_bytes):>9} "
             f"{board.batch_size:>5} {board.store_all_max_batch:>9} {board.strategy:<9} "
             f"{format_size(board.predicted_peak_bytes):>9} "
             f"{format_size(board.measured_peak_bytes):>9} "
             f"{board.accuracy_before:>7.1%} {board.accuracy_after:>7.1%}"
         )
     lines.append("-" * len(header))
+    lines.append(
+        f"cap = this machine's agent runtime ({format_size(result.runtime_baseline_bytes)}) + "
+        "share; share = the class's RAM - OS reserve - the agent's runtime on arm64"
+    )
     lines.append(
         f"fleet average: {result.fleet_accuracy_before:.1%} -> {result.fleet_accuracy_after:.1%}"
         f"   teacher (ceiling): {result.teacher_accuracy:.1%}   "

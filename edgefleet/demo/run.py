@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ from torch import nn
 
 from checkpointing.models import build_model
 from edgefleet.demo.boards import BOARDS, DemoBoard
-from edgefleet.demo.capped import AGENT_ENVIRONMENT, CappedAgent, agent_command, capped_agents
+from edgefleet.demo.capped import CappedAgent, agent_command, agent_environment, capped_agents
 from edgefleet.demo.report import BoardOutcome, DemoResult
 from edgefleet.demo_models import (
     DEMO,
@@ -41,6 +42,7 @@ from edgefleet.demo_models import (
 )
 from edgefleet.job_events import describe
 from edgefleet.jobs_client import JobsClient
+from node_agent.arena import ArenaBuildError, build_arena
 from orchestrator.config import Address, CoordinatorConfig
 from orchestrator.server import running
 from protos.edgefleet.v1 import common_pb2, jobs_pb2
@@ -67,10 +69,14 @@ class DemoConfig:
     batch_size: int | None = None
     """The job's batch; None asks each board for the largest that fits its memory (the
     product's point: where checkpointing stretches a board's batch beyond store-all's)."""
-    local_steps: int = 40
-    """Optimizer steps per board per round. The experiment behind the settings
-    (``docs/viewpoint.md``) ran 60 at batch 32; the boards here run the largest batch that fits
-    (30 to 45), so 40 steps see about as many frames, and the demo stays within ten minutes."""
+    local_steps: int = 8
+    """Optimizer steps per board per round. The boards run the largest batch that fits their
+    class's real training share (hundreds of frames on a Raspberry Pi 4), and a step's time
+    grows with it: 8 steps see one to three times a board's frames per round, and the demo
+    stays within ten minutes."""
+    learning_rate: float = 0.1
+    """SGD's step for the boards' batches, twice the settings' (measured there at batch 32):
+    a batch several times larger carries a less noisy gradient."""
     round_deadline_s: float = 300.0
     workers: int = 2
     """Processes rendering frames (the agents run one thread each, see ``capped``)."""
@@ -88,6 +94,8 @@ class DemoConfig:
             raise ValueError("board names must differ")
         if not self.round_deadline_s > 0 or not self.timeout_s > 0:
             raise ValueError("round_deadline_s and timeout_s must be positive")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
         if self.local_steps < 1:
             raise ValueError(f"local_steps must be positive, got {self.local_steps}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -133,7 +141,7 @@ class _Observed:
             self.final_message = event.state_changed.message
 
 
-def _agent_baseline_bytes() -> int:
+def _agent_baseline_bytes(environment: dict[str, str]) -> int:
     """A fresh agent process's warmed runtime, one thread as the demo's agents run."""
     command = [
         sys.executable,
@@ -146,11 +154,23 @@ def _agent_baseline_bytes() -> int:
         "--json",
     ]
     completed = subprocess.run(
-        command, capture_output=True, text=True, check=False, env=AGENT_ENVIRONMENT
+        command, capture_output=True, text=True, check=False, env=environment
     )
     if completed.returncode != 0:
         raise DemoError(f"measuring the agent's baseline failed: {completed.stderr[-2000:]}")
     return int(json.loads(completed.stdout)["runtime_baseline_bytes"])
+
+
+def _arena_library(say: Say) -> Path | None:
+    """The plan-aware arena for the agents, built once; None (glibc, the agent's fixed
+    threshold) where no C compiler is here, which the demo says."""
+    try:
+        library = build_arena()
+    except ArenaBuildError as error:
+        say(f"the agents run without the plan-aware arena: {error}")
+        return None
+    say(f"the agents preload the plan-aware arena ({library})")
+    return library
 
 
 def _board_frames(config: DemoConfig, index: int, say: Say) -> Path:
@@ -221,7 +241,7 @@ def _job_spec(config: DemoConfig, digest: str) -> jobs_pb2.JobSpec:
         optimizer=common_pb2.OPTIMIZER_SGD
         if settings.optimizer == "sgd"
         else common_pb2.OPTIMIZER_ADAM,
-        learning_rate=settings.learning_rate,
+        learning_rate=config.learning_rate,
         node_fraction=1.0,
         min_nodes=len(config.boards),
         round_deadline_s=config.round_deadline_s,
@@ -298,8 +318,9 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
     )
     frames = [_board_frames(config, index, say) for index in range(len(config.boards))]
     eval_sets = [_eval_set(config, index, say) for index in range(len(config.boards))]
+    environment = agent_environment(_arena_library(say))
     say("measuring the agent's runtime baseline in a fresh process")
-    baseline = _agent_baseline_bytes()
+    baseline = _agent_baseline_bytes(environment)
     # From here on the agents have the cores (one thread each); scoring here takes one.
     torch.set_num_threads(1)
     teacher = load_weights(settings.teacher, pretrained.teacher)
@@ -333,7 +354,7 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
             )
             specs.append((board.name, cap, command, folder / "agent.log"))
         with (
-            capped_agents(specs, coordinator_config.enrollment_token) as agents,
+            capped_agents(specs, coordinator_config.enrollment_token, environment) as agents,
             grpc.insecure_channel(server.address) as channel,
         ):
             client = JobsClient(channel, coordinator_config.admin_token)
@@ -351,6 +372,7 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
                 name=board.name,
                 hardware_class=node.hardware_class,
                 cap_bytes=agent.cap_bytes,
+                training_share_bytes=board.kind.training_bytes,
                 batch_size=plan.batch_size,
                 store_all_max_batch=plan.store_all_max_batch_size,
                 strategy=plan.strategy,
@@ -368,5 +390,6 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
         elapsed_s=time.monotonic() - started,
         accuracy_by_round=accuracy_by_round,
         oom_kills=sum(agent.oom_kills or 0 for agent in agents),
+        runtime_baseline_bytes=baseline,
     )
     return result, {b.name: t for b, t in zip(config.boards, teacher_by_board, strict=True)}

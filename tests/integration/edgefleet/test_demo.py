@@ -28,6 +28,7 @@ _BOARD_KEYS = {
     "name",
     "hardware_class",
     "cap_bytes",
+    "training_share_bytes",
     "batch_size",
     "store_all_max_batch",
     "strategy",
@@ -58,6 +59,7 @@ def test_the_demo_trains_capped_boards_to_the_end(tmp_path: Path) -> None:
         "fleet_accuracy_before",
         "fleet_accuracy_after",
         "elapsed_s",
+        "runtime_baseline_bytes",
     }
     assert [set(board) for board in figures["boards"]] == [_BOARD_KEYS] * 2  # type: ignore[attr-defined]
     for board, kind in zip(result.boards, _BOARDS, strict=True):

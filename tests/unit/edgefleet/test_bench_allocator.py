@@ -75,6 +75,22 @@ def test_glibc_candidates_set_variables_and_the_agent_candidate_asks_for_the_fix
     assert child_environment(_candidate("glibc-agent-128k"), {}, JEMALLOC) == {AGENT_FIX_ENV: "1"}
 
 
+def test_the_arena_candidate_preloads_the_library_built_for_the_run() -> None:
+    built = Path("/cache/libedgefleet_arena.so")
+
+    environment = child_environment(_candidate("arena"), {"LD_PRELOAD": "/x.so"}, JEMALLOC, built)
+
+    assert environment == {"LD_PRELOAD": str(built)}
+    with pytest.raises(ValueError, match="library path"):
+        child_environment(_candidate("arena"), {}, JEMALLOC)
+
+
+def test_torchs_huge_page_switch_is_an_allocator_setting() -> None:
+    environment = child_environment(_candidate("glibc-agent-128k-thp"), {}, JEMALLOC)
+
+    assert environment == {AGENT_FIX_ENV: "1", "C10_THP_MEM_ALLOC_ENABLE": "1"}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -87,6 +103,8 @@ def test_glibc_candidates_set_variables_and_the_agent_candidate_asks_for_the_fix
             "twice",
         ),
         ({"jemalloc": True, "agent_fix": True}, "glibc's"),
+        ({"arena": True, "jemalloc": True}, "no other allocator setting"),
+        ({"arena": True, "variables": (("MALLOC_ARENA_MAX", "1"),)}, "no other allocator"),
     ],
 )
 def test_a_malformed_candidate_is_refused(kwargs: dict[str, object], message: str) -> None:
