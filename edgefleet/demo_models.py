@@ -115,7 +115,7 @@ class DemoSettings:
 
     frames_per_board: int = 2000
     """Unlabelled training frames on each board."""
-    eval_frames_per_board: int = 1000
+    eval_frames_per_board: int = 500
     """Labelled evaluation frames of each board's viewpoint, only ever used to measure."""
     batch_size: int = 32
     temperature: float = 4.0

@@ -76,6 +76,7 @@ struct live_block {
 struct edgefleet_arena_stats {
     uint64_t reserved_bytes;
     uint64_t planned_bytes;        /* the plan's extent: what the arena's range holds resident */
+    uint64_t planned_live_bytes;   /* the planned blocks' own peak: the least any placement needs */
     uint64_t planned_blocks;
     uint64_t steps_recorded;
     uint64_t steps_replayed;
@@ -246,6 +247,28 @@ static void *planned_alloc(size_t index, size_t size) {
     return (void *)(start + HEADER_BYTES);
 }
 
+/* The plan's pages go back to the kernel, but for live blocks': a new plan is coming, and the
+ * recording step's blocks are mapped elsewhere meanwhile. */
+static void release_plan(void) {
+    for (size_t i = 1; i < live_count; i++) {
+        struct live_block value = live[i];
+        size_t j = i;
+        while (j > 0 && live[j - 1].start > value.start) {
+            live[j] = live[j - 1];
+            j--;
+        }
+        live[j] = value;
+    }
+    uintptr_t from = plan_start, limit = plan_start + stats.planned_bytes;
+    for (size_t i = 0; i <= live_count; i++) {
+        uintptr_t to = i < live_count ? live[i].start : limit;
+        if (i < live_count) live[i].header->index = (uint32_t)i;
+        uintptr_t first = round_up(from, page_bytes), last = to / page_bytes * page_bytes;
+        if (last > first) madvise((void *)first, last - first, MADV_DONTNEED);
+        if (i < live_count && live[i].end > from) from = live[i].end;
+    }
+}
+
 static int is_owner(void) { return owner_set && pthread_equal(owner, pthread_self()); }
 
 static void *large_alloc(size_t size) {
@@ -260,9 +283,12 @@ static void *large_alloc(size_t size) {
     uint32_t recorded = 0;
     if (is_owner() && mode == MODE_REPLAY) {
         size_t index = cursor++;
-        if (index < recorded_count && recorded_size[index] == size) {
+        if (step_mismatches == 0 && index < recorded_count && recorded_size[index] == size) {
             if (planned_offset[index] != NOT_PLANNED) result = planned_alloc(index, size);
         } else {
+            /* Once the step has left the record, a block of the recorded size may be another
+             * tensor with another lifetime: nothing more of this step goes into the plan. */
+            if (step_mismatches == 0) release_plan();
             stats.mismatches++;
             step_mismatches++;
         }
@@ -286,10 +312,19 @@ static void large_free(void *pointer) {
     pthread_mutex_lock(&lock);
     if (header->kind == KIND_PLANNED) {
         size_t slot = header->index;
+        uintptr_t start = live[slot].start, end = live[slot].end;
         live_count--;
         if (slot != live_count) {
             live[slot] = live[live_count];
             live[slot].header->index = (uint32_t)slot;
+        }
+        /* Off the plan (this step left the record, or a new one is being recorded) a freed
+         * block's pages go back at once, as a fallback block's do: the rest of the step is
+         * mapped elsewhere, and the plan's pages must not be held beside it. Only whole pages
+         * inside the block: the edges may be a neighbour's. */
+        if (mode != MODE_REPLAY || step_mismatches > 0) {
+            uintptr_t first = round_up(start, page_bytes), last = end / page_bytes * page_bytes;
+            if (last > first) madvise((void *)first, last - first, MADV_DONTNEED);
         }
     } else {
         if (mode == MODE_RECORD && header->index != 0 && header->index <= recorded_count)
@@ -358,6 +393,25 @@ static int plan(void) {
         planned_offset[block] = offset;
         if (offset + span > extent) extent = offset + span;
     }
+    /* The planned blocks' live peak, swept over the record's clock (each tick is one event). */
+    uint64_t live_now = 0, live_peak = 0;
+    size_t sweep_bytes = round_up((size_t)clock_ticks * sizeof(int64_t) + 1, page_bytes);
+    int64_t *change = mmap(NULL, sweep_bytes, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (change != MAP_FAILED) {
+        for (size_t i = 0; i < count; i++) {
+            if (planned_offset[i] == NOT_PLANNED) continue;
+            int64_t span = (int64_t)round_up(recorded_size[i] + HEADER_BYTES, ALIGN_BYTES);
+            change[recorded_alloc[i]] += span;
+            change[recorded_free[i]] -= span;
+        }
+        for (uint64_t tick = 0; tick < clock_ticks; tick++) {
+            live_now += (uint64_t)change[tick];
+            if (live_now > live_peak) live_peak = live_now;
+        }
+        munmap(change, sweep_bytes);
+    }
+    stats.planned_live_bytes = live_peak;
     munmap(order, scratch_bytes);
     if (extent > plan_limit) {
         for (size_t i = 0; i < count; i++) planned_offset[i] = NOT_PLANNED;
@@ -367,28 +421,6 @@ static int plan(void) {
     stats.planned_bytes = extent;
     stats.planned_blocks = planned;
     return 1;
-}
-
-/* The plan's pages go back to the kernel, but for live blocks': a new plan is coming, and the
- * recording step's blocks are mapped elsewhere meanwhile. */
-static void release_plan(void) {
-    for (size_t i = 1; i < live_count; i++) {
-        struct live_block value = live[i];
-        size_t j = i;
-        while (j > 0 && live[j - 1].start > value.start) {
-            live[j] = live[j - 1];
-            j--;
-        }
-        live[j] = value;
-    }
-    uintptr_t from = plan_start, limit = plan_start + stats.planned_bytes;
-    for (size_t i = 0; i <= live_count; i++) {
-        uintptr_t to = i < live_count ? live[i].start : limit;
-        if (i < live_count) live[i].header->index = (uint32_t)i;
-        uintptr_t first = round_up(from, page_bytes), last = to / page_bytes * page_bytes;
-        if (last > first) madvise((void *)first, last - first, MADV_DONTNEED);
-        if (i < live_count && live[i].end > from) from = live[i].end;
-    }
 }
 
 static void start_recording(void) {

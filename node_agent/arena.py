@@ -39,6 +39,7 @@ class _Stats(ctypes.Structure):
         for name in (
             "reserved_bytes",
             "planned_bytes",
+            "planned_live_bytes",
             "planned_blocks",
             "steps_recorded",
             "steps_replayed",
@@ -59,6 +60,8 @@ class ArenaStats:
     """Address space reserved (no RAM until touched)."""
     planned_bytes: int
     """The plan's extent: what its range holds resident once replayed."""
+    planned_live_bytes: int
+    """The planned blocks' own live peak in the record: the least any placement needs."""
     planned_blocks: int
     steps_recorded: int
     steps_replayed: int

@@ -24,6 +24,7 @@ from checkpointing.profile import ChainProfile
 from checkpointing.profile_sizes import profile_samples
 from checkpointing.steps import unique_storage_bytes
 from checkpointing.training import optimizer_for
+from node_agent.arena import Arena, arena_step
 from node_agent.model_library import load_model_library
 from protos.edgefleet.v1 import fleet_pb2
 
@@ -77,12 +78,17 @@ def _overhead_at(
     model = build_model(model_name, num_classes).train()
     params = list(model.parameters())
     optimizer = optimizer_for("sgd", params, lr=0.0)
+    # Under the plan-aware arena the steps are its steps, as training's passes are: the first
+    # is recorded, the second replays the plan, so what the plan's range holds is measured.
+    arena = Arena.loaded()
     with memory_meter(torch.device("cpu")) as meter:
         meter.track(*params, *model.buffers())
         for _ in range(_CALIBRATION_STEPS):
-            inputs = torch.rand(batch_size, 3, image_size, image_size)
-            targets = torch.randint(0, num_classes, (batch_size,))
-            functional.cross_entropy(model(inputs), targets).backward()
+            with arena_step(arena):
+                inputs = torch.rand(batch_size, 3, image_size, image_size)
+                targets = torch.randint(0, num_classes, (batch_size,))
+                functional.cross_entropy(model(inputs), targets).backward()
+                del inputs, targets
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
         live = meter.peak_bytes

@@ -244,6 +244,7 @@ class Conductor:
         """The fitting plans of the live boards that can be planned, by node id."""
         storage = self._state.storage
         stored = {plan.node_id: plan for plan in storage.list_node_plans(job_id=job.id)}
+        class_ooms = _class_out_of_memory_counts(live, stored)
         fitting: dict[str, NodePlanRecord] = {}
         for node in live:
             records = [
@@ -253,7 +254,12 @@ class Conductor:
                 continue
             models = [record for record in records if record is not None]
             previous = stored.get(node.id)
-            oom_count = previous.oom_count if previous is not None else 0
+            # The boards of a class run the same process and models: what one of them ran out
+            # of memory on (memory no profile saw), the others would too.
+            oom_count = max(
+                previous.oom_count if previous is not None else 0,
+                class_ooms.get(node.hardware_class, 0),
+            )
             key = (
                 tuple(record.created_at for record in models),
                 node.hardware,
@@ -504,3 +510,16 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as stream:
         while chunk := stream.read(_READ_BYTES):
             yield chunk
+
+
+def _class_out_of_memory_counts(
+    live: Sequence[NodeRecord], stored: dict[str, NodePlanRecord]
+) -> dict[str, int]:
+    """Per hardware class, the most out-of-memory reports any of its live boards has had in
+    this job."""
+    counts: dict[str, int] = {}
+    for node in live:
+        plan = stored.get(node.id)
+        if plan is not None:
+            counts[node.hardware_class] = max(counts.get(node.hardware_class, 0), plan.oom_count)
+    return counts

@@ -12,10 +12,18 @@ WORKDIR /src
 COPY . .
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
+# The plan-aware arena (node_agent/arena.c), compiled for the target: the agent preloads it.
+FROM python:3.11-slim AS arena
+WORKDIR /src
+COPY node_agent/arena.c .
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && cc -O2 -Wall -Wextra -shared -fPIC -o libedgefleet_arena.so arena.c -lpthread -ldl
+
 FROM python:3.11-slim
 ARG TARGETARCH
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 COPY --from=wheel /wheels /wheels
+COPY --from=arena /src/libedgefleet_arena.so /usr/local/lib/libedgefleet_arena.so
 RUN set -eu; \
     wheel="$(echo /wheels/edgefleet-*.whl)"; \
     if [ "${TARGETARCH}" = "amd64" ]; then index="--extra-index-url ${TORCH_INDEX_URL}"; else index=""; fi; \
@@ -24,6 +32,8 @@ RUN set -eu; \
     edgefleet agent check --timeout-s 1800; \
     useradd --system --uid 10001 --user-group --home-dir /var/lib/edgefleet-agent edgefleet; \
     install -d -o 10001 -g 10001 /var/lib/edgefleet-agent
+# Training's large blocks go to the arena (the agent logs "allocator edgefleet-arena").
+ENV LD_PRELOAD=/usr/local/lib/libedgefleet_arena.so
 USER 10001:10001
 WORKDIR /var/lib/edgefleet-agent
 # The enrollment token comes from EDGEFLEET_ENROLLMENT_TOKEN; frames and weights are mounted

@@ -166,3 +166,21 @@ def _check_platform() -> Platform:
         return check_this_board()
     except UnsupportedPlatform as exc:
         fail(str(exc))
+
+
+@app.command("build-arena")
+def build_arena_command(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Where to write it (default: the cache, per version)."),
+    ] = None,
+) -> None:
+    """Compile the plan-aware arena for this board and print its path, for LD_PRELOAD (the
+    agent's image and systemd unit preload it; docs/agent.md)."""
+    from node_agent.arena import ArenaBuildError, build_arena
+
+    try:
+        library = build_arena(output)
+    except ArenaBuildError as exc:
+        fail(str(exc))
+    typer.echo(str(library))

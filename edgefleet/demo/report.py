@@ -68,7 +68,7 @@ def table(result: DemoResult) -> str:
             f"{format_size(board.training_share_bytes):>9} {format_size(board.cap_bytes):>9} "
             f"{board.batch_size:>5} {board.store_all_max_batch:>9} {board.strategy:<9} "
             f"{format_size(board.predicted_peak_bytes):>9} "
-            f"{format_size(board.measured_peak_bytes):>9} "
+            f"{format_size(board.measured_peak_bytes) if board.measured_peak_bytes else '-':>9} "
             f"{board.accuracy_before:>7.1%} {board.accuracy_after:>7.1%}"
         )
     lines.append("-" * len(header))

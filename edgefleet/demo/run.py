@@ -69,11 +69,16 @@ class DemoConfig:
     batch_size: int | None = None
     """The job's batch; None asks each board for the largest that fits its memory (the
     product's point: where checkpointing stretches a board's batch beyond store-all's)."""
-    local_steps: int = 8
-    """Optimizer steps per board per round. The boards run the largest batch that fits their
-    class's real training share (hundreds of frames on a Raspberry Pi 4), and a step's time
-    grows with it: 8 steps see one to three times a board's frames per round, and the demo
-    stays within ten minutes."""
+    local_steps: int = 20
+    """Optimizer steps per board per round. A Raspberry Pi 3's share holds batches of about
+    200 frames here, so a step costs a few seconds of this machine's time: 20 steps see about
+    two times a board's frames, and the demo stays within ten minutes."""
+    rounds: int = 8
+    """Rounds of the job: with two boards a round, each board trains in about four."""
+    boards_per_round: int = 2
+    """Boards sampled for each round (FedAvg's fraction of clients): with two of four, each
+    board that trains has a core of its own, and a round makes twice the sequential steps
+    that all four boards sharing the two cores would make in the same time."""
     learning_rate: float = 0.1
     """SGD's step for the boards' batches, twice the settings' (measured there at batch 32):
     a batch several times larger carries a less noisy gradient."""
@@ -96,6 +101,13 @@ class DemoConfig:
             raise ValueError("round_deadline_s and timeout_s must be positive")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be positive, got {self.rounds}")
+        if not 1 <= self.boards_per_round <= len(self.boards):
+            raise ValueError(
+                f"boards_per_round must be between 1 and {len(self.boards)}, "
+                f"got {self.boards_per_round}"
+            )
         if self.local_steps < 1:
             raise ValueError(f"local_steps must be positive, got {self.local_steps}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -236,14 +248,14 @@ def _job_spec(config: DemoConfig, digest: str) -> jobs_pb2.JobSpec:
         image_size=settings.image_size,
         num_classes=settings.num_classes,
         batch_size=config.batch_size or 0,
-        num_rounds=settings.rounds,
+        num_rounds=config.rounds,
         local_steps=config.local_steps,
         optimizer=common_pb2.OPTIMIZER_SGD
         if settings.optimizer == "sgd"
         else common_pb2.OPTIMIZER_ADAM,
         learning_rate=config.learning_rate,
-        node_fraction=1.0,
-        min_nodes=len(config.boards),
+        node_fraction=config.boards_per_round / len(config.boards),
+        min_nodes=config.boards_per_round,
         round_deadline_s=config.round_deadline_s,
         aggregation=jobs_pb2.AGGREGATION_RULE_FEDAVG,
         temperature=settings.temperature,
@@ -360,7 +372,7 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
             client = JobsClient(channel, coordinator_config.admin_token)
             digest = client.upload_weights(pretrained.student.read_bytes())
             job = client.submit(_job_spec(config, digest))
-            say(f"submitted job {job.job_id}: {settings.rounds} rounds on {len(agents)} boards")
+            say(f"submitted job {job.job_id}: {config.rounds} rounds on {len(agents)} boards")
             _follow(client, job.job_id, config, agents, eval_sets, accuracy_by_round, observed, say)
     outcomes = []
     for index, (board, agent) in enumerate(zip(config.boards, agents, strict=True)):

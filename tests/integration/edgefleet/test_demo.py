@@ -46,6 +46,7 @@ def test_the_demo_trains_capped_boards_to_the_end(tmp_path: Path) -> None:
         boards=_BOARDS,
         batch_size=8,
         local_steps=2,
+        rounds=2,
         timeout_s=600,
     )
     said: list[str] = []

@@ -233,6 +233,27 @@ def test_out_of_memory_report_replans_the_board_with_less(tmp_path: Path) -> Non
     assert second.train.batch_size < first.train.batch_size
 
 
+def test_out_of_memory_on_one_board_replans_its_whole_class_with_less(tmp_path: Path) -> None:
+    with coordinator(tmp_path) as fleet:
+        tripped, sibling = fleet.board("pi-1"), fleet.board("pi-2")
+        job = fleet.submit(model_bytes(weights()), min_nodes=2, num_rounds=2, batch_size=0)
+        first = pull_until(tripped, "train")
+        before = pull_until(sibling, "train")
+        tripped.report_failure(
+            first.task_id,
+            fleet_pb2.FAILURE_KIND_OUT_OF_MEMORY,
+            "peak memory passed the guard",
+            job_id=job.job_id,
+            observed_peak_bytes=410 * MIB,
+        )
+        assert train(sibling, before, constant_delta(1.0)).accepted
+        after = pull_until(sibling, "train")
+
+    assert after.train.round == 1
+    assert after.train.plan.budget_bytes < before.train.plan.budget_bytes
+    assert after.train.batch_size < before.train.batch_size
+
+
 def test_wrong_credentials_get_no_task(tmp_path: Path) -> None:
     import grpc
 
