@@ -1,7 +1,7 @@
 """A client of the coordinator's jobs API for programs: the CLI, the demo, benchmarks and tests.
 
 Every call carries the operators' admin token; failures stay ``grpc.RpcError`` (the CLI turns
-them into messages). Weights travel as checksummed chunks both ways (``edgefleet.transfer``).
+them into messages). Weights travel as checksummed chunks both ways (``protos.transfer``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import grpc
 
-from edgefleet.transfer import DEFAULT_CHUNK_BYTES, blob_info, join, split
 from protos.edgefleet.v1 import jobs_pb2, jobs_pb2_grpc
+from protos.transfer import DEFAULT_CHUNK_BYTES, blob_info, join, split
 
 _FOLLOW_RETRIES = 5
 _FOLLOW_MAX_WAIT_S = 10.0
@@ -86,7 +86,7 @@ class JobsClient:
 
     def download_model(self, job_id: str, version: int | None = None) -> bytes:
         """A job's model (the latest version unless one is named), checked against its digest
-        (``edgefleet.transfer.TransferError`` if it does not check out)."""
+        (``protos.transfer.TransferError`` if it does not check out)."""
         request = jobs_pb2.DownloadModelRequest(job_id=job_id, version=version)
         stream = self._stub.DownloadModel(request, metadata=self._metadata, timeout=self._timeout_s)
         first = next(stream)

@@ -27,7 +27,6 @@ from torch import nn
 from checkpointing.models import build_model
 from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 from checkpointing.training import is_out_of_memory
-from edgefleet.transfer import TransferError
 from node_agent import identity as identity_store
 from node_agent.arena import Arena
 from node_agent.backoff import Backoff
@@ -44,6 +43,7 @@ from node_agent.runtime import measure_runtime
 from node_agent.trainer import InvalidTask, MemoryGuardTripped, TaskStopped, train_round
 from node_agent.weights import WeightsError, load_into, read_state_dict, weights_file
 from protos.edgefleet.v1 import common_pb2, fleet_pb2
+from protos.transfer import TransferError
 
 _LOG = logging.getLogger(__name__)
 _TRANSIENT = (

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import grpc
 
-from edgefleet.transfer import DEFAULT_CHUNK_BYTES, blob_info, join, split
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
+from protos.transfer import DEFAULT_CHUNK_BYTES, blob_info, join, split
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,10 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_CHUNK_BYTES = 1 << 20
+from protos.transfer import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
+
 RESERVED_THREADS = 16
 """Handler threads uploads may never take: heartbeats, pulls and the jobs API keep these."""
-MAX_CHUNK_BYTES = 4 << 20
-"""gRPC's default message limit is 4 MiB; a chunk plus its envelope must stay under it."""
 
 
 @dataclass(frozen=True)

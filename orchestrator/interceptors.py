@@ -1,4 +1,5 @@
-"""Server interceptors: errors from the catalog become gRPC statuses at one place.
+"""Server interceptors: errors from the catalog become gRPC statuses at one place, and the
+operators' service checks its admin token at one place, before any work.
 
 A ``FleetError`` aborts the call with its catalog status and public message; any other exception
 is logged in full here and reaches the caller only as ``INTERNAL`` with a generic message.
@@ -105,3 +106,43 @@ class BehaviourInterceptor(grpc.ServerInterceptor):
 class ErrorInterceptor(BehaviourInterceptor):
     def __init__(self) -> None:
         super().__init__(_guarded)
+
+
+class AdminInterceptor(BehaviourInterceptor):
+    """Every call of ``service`` (the operators' ``JobsService``) shows the admin token before
+    its handler runs, a request stream's first message unread (``check`` raises a
+    ``FleetError``; the error interceptor outside this one turns it into the call's status)."""
+
+    def __init__(self, service: str, check: Callable[[str], None]) -> None:
+        super().__init__(self._checked)
+        self._prefix = f"/{service}/"
+        self._check = check
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        if not handler_call_details.method.startswith(self._prefix):
+            return continuation(handler_call_details)
+        return super().intercept_service(continuation, handler_call_details)
+
+    def _checked(
+        self, behaviour: Callable[..., Any], method: str, streaming: bool
+    ) -> Callable[..., Any]:
+        def checked(request: Any, context: grpc.ServicerContext) -> Any:
+            self._check(bearer_token(context, ErrorCode.BAD_ADMIN_TOKEN, "admin token"))
+            return behaviour(request, context)
+
+        return checked
+
+
+_BEARER = "bearer "
+
+
+def bearer_token(context: grpc.ServicerContext, missing: ErrorCode, what: str) -> str:
+    """The call's ``authorization: Bearer <token>`` token; else ``FleetError(missing)``."""
+    for key, value in context.invocation_metadata():
+        if key == "authorization" and isinstance(value, str) and value.lower().startswith(_BEARER):
+            return value[len(_BEARER) :]
+    raise FleetError(missing, f"send 'authorization: Bearer <{what}>'")

@@ -20,7 +20,8 @@ from prometheus_client import start_http_server
 
 from orchestrator.conductor import Conductor
 from orchestrator.config import CoordinatorConfig
-from orchestrator.interceptors import ErrorInterceptor
+from orchestrator.handlers.jobs import check_admin
+from orchestrator.interceptors import AdminInterceptor, ErrorInterceptor
 from orchestrator.metrics import MetricsInterceptor
 from orchestrator.servicers.fleet import FleetServicer
 from orchestrator.servicers.jobs import JobsServicer
@@ -65,6 +66,10 @@ def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[Running
         interceptors: list[grpc.ServerInterceptor] = [
             MetricsInterceptor(state.metrics),
             ErrorInterceptor(),
+            AdminInterceptor(
+                jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name,
+                lambda token: check_admin(state, token),
+            ),
         ]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.handler_threads),

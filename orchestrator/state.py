@@ -4,7 +4,7 @@ One coordinator process serves a registry. ``round_lock`` orders the two things 
 interleave: accepting an update into an open round (and folding it into the round's running
 sum, ``sums``), and closing that round. Without it an update could be acknowledged after the
 round's updates were gathered for aggregation, and an acknowledged update must always count.
-The fleet service's in-memory caches of the registry (``fleet_memory``) live here too.
+The fleet service's in-memory caches of the registry (``hot_paths``) live here too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from orchestrator.aggregation import RoundSums
 from orchestrator.config import CoordinatorConfig
 from orchestrator.events import EventLog
-from orchestrator.fleet_memory import CredentialCache, IdleIndex, SeenBuffer
+from orchestrator.hot_paths import CredentialCache, IdleIndex, SeenBuffer
 from orchestrator.metrics import FleetMetrics
 from orchestrator.storage import Storage
 from orchestrator.storage.model_store import ModelStore

@@ -22,20 +22,21 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from edgefleet.demo_models import (
+from checkpointing.training import distillation_loss, forward_backward, optimizer_for
+from edgefleet.demo.models import (
     DEMO,
     DemoSettings,
-    average_states,
     build,
     evaluate,
-    local_training,
+    to_input,
     train_supervised,
 )
 from viewpoint.dataset import Split, render_frames
@@ -83,6 +84,71 @@ def _render_rate(settings: DemoSettings, count: int = 400) -> dict[str, float]:
     render_frames(BROAD, count, 99, Split.TRAIN, settings.image_size)
     cpu_s, wall_s = time.process_time() - started_cpu, time.perf_counter() - started_wall
     return {"frames_per_cpu_s": round(count / cpu_s), "frames_per_wall_s": round(count / wall_s)}
+
+
+# The rounds of this experiment, simulated in one process: a board's distillation (as the agent
+# runs it) and federated averaging (as the coordinator does it, in torch here).
+
+
+def distill_step(
+    student: nn.Module,
+    teacher: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    frames: torch.Tensor,
+    temperature: float,
+) -> float:
+    """One plain-autograd SGD step of ``student`` towards ``teacher`` on a batch of frames, the
+    loss the agent uses (KL to the teacher's softened predictions, times T²); its value."""
+    inputs = to_input(frames)
+    optimizer.zero_grad(set_to_none=True)
+    loss = forward_backward(
+        student, [], None, inputs, distillation_loss(teacher, inputs, temperature)
+    )
+    optimizer.step()
+    return loss
+
+
+def local_training(
+    student: nn.Module,
+    teacher: nn.Module,
+    frames: torch.Tensor,
+    settings: DemoSettings,
+    generator: torch.Generator,
+) -> float:
+    """A board's round: ``local_steps`` distillation steps on batches drawn at random (with
+    replacement, as the agent draws them) from its frames, a fresh optimizer; mean loss."""
+    student.train()
+    teacher.eval()
+    optimizer = optimizer_for(
+        settings.optimizer, list(student.parameters()), settings.learning_rate
+    )
+    losses = []
+    for _ in range(settings.local_steps):
+        picked = torch.randint(0, len(frames), (settings.batch_size,), generator=generator)
+        losses.append(
+            distill_step(student, teacher, optimizer, frames[picked], settings.temperature)
+        )
+    return sum(losses) / len(losses)
+
+
+def average_states(
+    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> dict[str, torch.Tensor]:
+    """Federated averaging: the ``weights``-weighted mean of state dicts, buffers included;
+    integer counters (batch norm's ``num_batches_tracked``) keep the first state's value."""
+    if not states or len(states) != len(weights) or sum(weights) <= 0:
+        raise ValueError("need one positive weight per state, and some states")
+    total = float(sum(weights))
+    averaged: dict[str, torch.Tensor] = {}
+    for name, first in states[0].items():
+        if not first.is_floating_point():
+            averaged[name] = first.clone()
+            continue
+        averaged[name] = sum(
+            (state[name] * (weight / total) for state, weight in zip(states, weights, strict=True)),
+            torch.zeros_like(first),
+        )
+    return averaged
 
 
 def run(settings: DemoSettings, workers: int, threads: int) -> dict[str, object]:

@@ -267,7 +267,7 @@ def download(
     ] = None,
 ) -> None:
     """Download a job's model (its final model once it succeeded), checked against its digest."""
-    from edgefleet.transfer import TransferError
+    from protos.transfer import TransferError
 
     with (
         _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,

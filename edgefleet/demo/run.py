@@ -1,6 +1,6 @@
 """The fleet demo end to end: a coordinator, four capped board agents, one job, watched to the end.
 
-1. The teacher and the eye-level student are trained once and cached (``demo_models``).
+1. The teacher and the eye-level student are trained once and cached (``edgefleet.demo.models``).
 2. Each board gets its own unlabelled frames, rendered from its viewpoint and cached, and the
    teacher's weights; its evaluation frames stay in this process, only to measure.
 3. The agent's runtime baseline is measured in a fresh child; each board's cap is that baseline
@@ -32,14 +32,14 @@ from torch import nn
 from checkpointing.models import build_model
 from edgefleet.demo.boards import BOARDS, DemoBoard
 from edgefleet.demo.capped import CappedAgent, agent_command, agent_environment, capped_agents
-from edgefleet.demo.report import BoardOutcome, DemoResult
-from edgefleet.demo_models import (
+from edgefleet.demo.models import (
     DEMO,
     DemoSettings,
     ensure_pretrained,
     evaluate,
     load_weights,
 )
+from edgefleet.demo.report import BoardOutcome, DemoResult
 from edgefleet.job_events import describe
 from edgefleet.jobs_client import JobsClient
 from node_agent.arena import ArenaBuildError, build_arena

@@ -34,8 +34,8 @@ from edgefleet.fleet_bench.coordinator_process import (
 from edgefleet.fleet_bench.proc import machine_cpu_s
 from edgefleet.fleet_bench.processes import BenchError, ChildGroup, log_tail
 from edgefleet.progress import Report
-from edgefleet.transfer import blob_info, split
 from protos.edgefleet.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
+from protos.transfer import blob_info, split
 
 DEFAULT_MEMORY_BUDGET_BYTES = 8 << 30
 HARDWARE_CLASS = "bench-board"

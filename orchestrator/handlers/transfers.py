@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 from safetensors import SafetensorError, safe_open
 
-from orchestrator.config import MAX_CHUNK_BYTES
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.state import FleetState
 from orchestrator.storage.model_store import DigestMismatch
 from orchestrator.storage.records import ModelVersionRecord
+from protos.transfer import MAX_CHUNK_BYTES, SAFETENSORS
 
-SAFETENSORS = "safetensors"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 

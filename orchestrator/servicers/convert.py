@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
-import grpc
-
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers.transfers import BlobHeader, OutgoingBlob
 from orchestrator.storage.records import Hardware
@@ -105,14 +103,3 @@ def weights_stream(
             chunk=common_pb2.Chunk(offset_bytes=offset, data=data)
         )
         offset += len(data)
-
-
-_BEARER = "bearer "
-
-
-def bearer_token(context: grpc.ServicerContext, missing: ErrorCode, what: str) -> str:
-    """The call's ``authorization: Bearer <token>`` token; else ``FleetError(missing)``."""
-    for key, value in context.invocation_metadata():
-        if key == "authorization" and isinstance(value, str) and value.lower().startswith(_BEARER):
-            return value[len(_BEARER) :]
-    raise FleetError(missing, f"send 'authorization: Bearer <{what}>'")

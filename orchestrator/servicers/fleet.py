@@ -9,10 +9,9 @@ import grpc
 from checkpointing.chain import Chain, ChainError
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers import fleet, tasks, updates
-from orchestrator.interceptors import until_cancelled
+from orchestrator.interceptors import bearer_token, until_cancelled
 from orchestrator.planning import ProfileSample
 from orchestrator.servicers.convert import (
-    bearer_token,
     blob_header_from_proto,
     chunks_from,
     hardware_from_proto,

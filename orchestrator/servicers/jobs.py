@@ -14,7 +14,6 @@ from orchestrator.handlers.tasks import OUT_OF_MEMORY
 from orchestrator.job_spec import LARGEST, JobSpec
 from orchestrator.planning import plan_fields
 from orchestrator.servicers.convert import (
-    bearer_token,
     blob_header_from_proto,
     chunks_from,
     hardware_to_proto,
@@ -209,33 +208,26 @@ def _node_plan(plan: NodePlanRecord) -> jobs_pb2.NodePlan:
 class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
     """Method names are the protocol's (CamelCase), as the generated base class requires.
 
-    Every method first checks the admin token.
+    The admin token is checked before any of them runs (``AdminInterceptor``).
     """
 
     def __init__(self, state: FleetState) -> None:
         self._state = state
 
-    def _check_admin(self, context: grpc.ServicerContext) -> None:
-        token = bearer_token(context, ErrorCode.BAD_ADMIN_TOKEN, "admin token")
-        jobs.check_admin(self._state, token)
-
     def SubmitJob(
         self, request: jobs_pb2.SubmitJobRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.SubmitJobResponse:
-        self._check_admin(context)
         record, _ = jobs.submit(self._state, spec_to_fields(request.spec))
         return jobs_pb2.SubmitJobResponse(job=_job(self._state, record))
 
     def GetJob(
         self, request: jobs_pb2.GetJobRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.GetJobResponse:
-        self._check_admin(context)
         return jobs_pb2.GetJobResponse(job=_job(self._state, jobs.get(self._state, request.job_id)))
 
     def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.ListJobsResponse:
-        self._check_admin(context)
         wanted = {state: status for status, state in _STATES.items()}.get(request.state)
         records, token = jobs.page(self._state, wanted, request.page_size, request.page_token)
         return jobs_pb2.ListJobsResponse(
@@ -245,14 +237,12 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
     def CancelJob(
         self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.CancelJobResponse:
-        self._check_admin(context)
         record = jobs.cancel(self._state, request.job_id, request.reason)
         return jobs_pb2.CancelJobResponse(job=_job(self._state, record))
 
     def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[jobs_pb2.JobEvent]:
-        self._check_admin(context)
         for event in jobs.watch(self._state, request.job_id, request.after_sequence):
             if not context.is_active():
                 return
@@ -261,7 +251,6 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
     def ListNodes(
         self, request: jobs_pb2.ListNodesRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.ListNodesResponse:
-        self._check_admin(context)
         listed = []
         for view in jobs.nodes(self._state, request.hardware_class):
             node = view.node
@@ -295,7 +284,6 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
         request_iterator: Iterator[jobs_pb2.UploadWeightsRequest],
         context: grpc.ServicerContext,
     ) -> jobs_pb2.UploadWeightsResponse:
-        self._check_admin(context)
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             raise FleetError(ErrorCode.INVALID_REQUEST, "the first message must be the header")
@@ -306,7 +294,6 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
     def DownloadModel(
         self, request: jobs_pb2.DownloadModelRequest, context: grpc.ServicerContext
     ) -> Iterator[fleet_pb2.DownloadWeightsResponse]:
-        self._check_admin(context)
         version = request.version if request.HasField("version") else None
         found, blob = jobs.download_model(
             self._state, request.job_id, version, request.max_chunk_bytes

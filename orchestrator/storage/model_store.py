@@ -19,7 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-DEFAULT_CHUNK_BYTES = 1 << 20
+from protos.transfer import DEFAULT_CHUNK_BYTES
+
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SHARD_CHARS = 2
 _READ_ONLY_MODE = 0o444

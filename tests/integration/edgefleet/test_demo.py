@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.demo.boards import BOARDS
+from edgefleet.demo.models import DemoSettings
 from edgefleet.demo.run import DemoConfig, run_demo
-from edgefleet.demo_models import DemoSettings
 
 _BOARDS = BOARDS[:2]
 _SMALL = DemoSettings(

@@ -20,11 +20,11 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 from safetensors.numpy import save
 
-from edgefleet.transfer import blob_info, split
 from node_agent.client import FleetClient
 from orchestrator.config import Address, CoordinatorConfig
 from orchestrator.server import RunningServer, running
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from protos.transfer import blob_info, split
 
 ENROLL = "enroll-secret"
 ADMIN_TOKEN = "admin-secret"

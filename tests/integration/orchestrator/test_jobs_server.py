@@ -160,3 +160,35 @@ def test_list_nodes_shows_hardware_and_liveness(tmp_path: Path) -> None:
     assert everything[0].hardware.ram_bytes == 1 << 30
     assert everything[0].hardware_class == "aarch64/cortex-a53/1gib"
     assert list(other_class) == []
+
+
+def test_every_jobs_method_refuses_a_wrong_admin_token_before_any_work(
+    jobs: jobs_pb2_grpc.JobsServiceStub,
+) -> None:
+    wrong = [("authorization", "Bearer not-the-admin")]
+
+    def upload() -> Iterator[jobs_pb2.UploadWeightsRequest]:
+        yield jobs_pb2.UploadWeightsRequest()
+
+    calls = {
+        "SubmitJob": lambda m: jobs.SubmitJob(jobs_pb2.SubmitJobRequest(spec=_spec()), metadata=m),
+        "GetJob": lambda m: jobs.GetJob(jobs_pb2.GetJobRequest(job_id="x"), metadata=m),
+        "ListJobs": lambda m: jobs.ListJobs(jobs_pb2.ListJobsRequest(), metadata=m),
+        "CancelJob": lambda m: jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id="x"), metadata=m),
+        "WatchJob": lambda m: list(jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id="x"), metadata=m)),
+        "ListNodes": lambda m: jobs.ListNodes(jobs_pb2.ListNodesRequest(), metadata=m),
+        "UploadWeights": lambda m: jobs.UploadWeights(upload(), metadata=m),
+        "DownloadModel": lambda m: list(
+            jobs.DownloadModel(jobs_pb2.DownloadModelRequest(job_id="x"), metadata=m)
+        ),
+    }
+    codes = {}
+    for name, call in calls.items():
+        for metadata in (wrong, []):
+            with pytest.raises(grpc.RpcError) as caught:
+                call(metadata)
+            codes[name, bool(metadata)] = caught.value.code()
+
+    assert set(codes.values()) == {grpc.StatusCode.PERMISSION_DENIED}
+    assert len(codes) == 2 * len(jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].methods)
+    assert jobs.ListJobs(jobs_pb2.ListJobsRequest(), metadata=ADMIN).jobs == []

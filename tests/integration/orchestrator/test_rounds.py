@@ -182,7 +182,7 @@ def test_duplicate_wrong_shape_and_non_finite_updates_are_rejected(tmp_path: Pat
 
 
 def test_corrupted_chunks_are_rejected_and_the_board_may_send_again(tmp_path: Path) -> None:
-    from edgefleet.transfer import split
+    from protos.transfer import split
 
     with coordinator(tmp_path) as fleet:
         board = fleet.board("pi-1")

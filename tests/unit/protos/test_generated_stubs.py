@@ -19,13 +19,13 @@ from google.protobuf import descriptor, descriptor_pb2, message
 from grpc_tools import protoc
 
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, jobs_pb2
+from protos.transfer import DEFAULT_CHUNK_BYTES, SAFETENSORS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = REPO_ROOT / "scripts" / "gen_protos.py"
 PROTO_DIR = Path("protos/edgefleet/v1")
 MODULES = (common_pb2, fleet_pb2, jobs_pb2)
 GRPC_DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-DEFAULT_CHUNK_BYTES = 1024 * 1024
 
 
 def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -440,7 +440,7 @@ def _unimplemented(context: grpc.ServicerContext) -> NoReturn:
 
 def _blob_info(data: bytes) -> common_pb2.BlobInfo:
     return common_pb2.BlobInfo(
-        format="safetensors", total_bytes=len(data), sha256_hex=hashlib.sha256(data).hexdigest()
+        format=SAFETENSORS, total_bytes=len(data), sha256_hex=hashlib.sha256(data).hexdigest()
     )
 
 

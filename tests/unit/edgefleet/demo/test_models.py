@@ -1,22 +1,18 @@
-"""The demo's model helpers: settings, weights files, averaging and a distillation step."""
+"""The demo's model helpers: settings, frame sets, weights files, evaluation."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
 
-from checkpointing.models import FLEET_STUDENT, FLEET_TEACHER
-from checkpointing.training import optimizer_for
-from edgefleet.demo_models import (
+from checkpointing.models import FLEET_STUDENT
+from edgefleet.demo.models import (
     DEMO,
     DemoSettings,
     FrameSet,
-    average_states,
     build,
-    distill_step,
     evaluate,
     images_to_tensor,
     load_weights,
@@ -41,37 +37,6 @@ def test_weights_round_trip_through_safetensors(tmp_path: Path) -> None:
 
     assert loaded.state_dict().keys() == model.state_dict().keys()
     torch.testing.assert_close(predict(loaded, frames), predict(model, frames), rtol=0, atol=0)
-
-
-def test_averaging_weighs_states_and_keeps_counters() -> None:
-    first = {"w": torch.tensor([0.0, 4.0]), "n": torch.tensor(7)}
-    second = {"w": torch.tensor([4.0, 0.0]), "n": torch.tensor(9)}
-
-    averaged = average_states([first, second], [3.0, 1.0])
-
-    torch.testing.assert_close(averaged["w"], torch.tensor([1.0, 3.0]))
-    assert int(averaged["n"]) == 7
-
-
-def test_a_distillation_step_is_sgd_on_the_tempered_kl_divergence() -> None:
-    student, teacher = build(FLEET_STUDENT).train(), build(FLEET_TEACHER).eval()
-    reference = copy.deepcopy(student)
-    frames, temperature, lr = _frames(8), 3.0, 0.05
-    inputs = frames.float() / 255.0
-    with torch.no_grad():
-        targets = torch.softmax(teacher(inputs) / temperature, dim=1)
-    log_probs = torch.log_softmax(reference(inputs) / temperature, dim=1)
-    expected = (targets * (targets.log() - log_probs)).sum(dim=1).mean() * temperature**2
-    expected.backward()
-
-    optimizer = optimizer_for("sgd", list(student.parameters()), lr)
-    loss = distill_step(student, teacher, optimizer, frames, temperature)
-
-    assert loss == pytest.approx(expected.item(), rel=1e-5)
-    for moved, start in zip(student.parameters(), reference.parameters(), strict=True):
-        assert start.grad is not None
-        # The first step of SGD with momentum is a plain gradient step.
-        torch.testing.assert_close(moved, start - lr * start.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_accuracy_counts_the_argmax_against_the_labels() -> None:

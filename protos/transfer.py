@@ -2,7 +2,9 @@
 
 The coordinator, the agents and the operators' commands move weights the same way: a header
 (``BlobInfo``: format, length, SHA-256) and then ``Chunk``s in order. A receiver here checks every
-offset, the total length and the digest before it returns any byte.
+offset, the total length and the digest before it returns any byte. This module is the protocol's
+own, beside its stubs: every role imports it from here (one definition of the format, the chunk
+sizes and the checks), and it imports nothing of theirs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from collections.abc import Iterable, Iterator
 from protos.edgefleet.v1 import common_pb2
 
 SAFETENSORS = "safetensors"
+"""The one tensor format the protocol carries (``BlobInfo.format``)."""
 DEFAULT_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 4 << 20
+"""gRPC's default message limit is 4 MiB; a chunk plus its envelope must stay under it."""
 
 
 class TransferError(Exception):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +34,6 @@ from torch import nn
 from torch.nn import functional
 
 from checkpointing.models import FLEET_STUDENT, FLEET_TEACHER, build_model
-from checkpointing.training import distillation_loss, forward_backward, optimizer_for
 from viewpoint.dataset import Split, render_frames, write_frames
 from viewpoint.objects import CLASSES
 from viewpoint.viewpoints import BROAD, EYE_LEVEL, POLES, AnyViewpoint, by_name
@@ -301,67 +300,6 @@ def evaluate(model: nn.Module, frames: torch.Tensor, labels: torch.Tensor) -> fl
     if len(frames) != len(labels) or len(frames) == 0:
         raise ValueError(f"need as many labels as frames, and some: {len(frames)}, {len(labels)}")
     return float((predict(model, frames).argmax(dim=1) == labels).float().mean())
-
-
-def distill_step(
-    student: nn.Module,
-    teacher: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    frames: torch.Tensor,
-    temperature: float,
-) -> float:
-    """One plain-autograd SGD step of ``student`` towards ``teacher`` on a batch of frames, the
-    loss the agent uses (KL to the teacher's softened predictions, times T²); its value."""
-    inputs = to_input(frames)
-    optimizer.zero_grad(set_to_none=True)
-    loss = forward_backward(
-        student, [], None, inputs, distillation_loss(teacher, inputs, temperature)
-    )
-    optimizer.step()
-    return loss
-
-
-def local_training(
-    student: nn.Module,
-    teacher: nn.Module,
-    frames: torch.Tensor,
-    settings: DemoSettings,
-    generator: torch.Generator,
-) -> float:
-    """A board's round: ``local_steps`` distillation steps on batches drawn at random (with
-    replacement, as the agent draws them) from its frames, a fresh optimizer; mean loss."""
-    student.train()
-    teacher.eval()
-    optimizer = optimizer_for(
-        settings.optimizer, list(student.parameters()), settings.learning_rate
-    )
-    losses = []
-    for _ in range(settings.local_steps):
-        picked = torch.randint(0, len(frames), (settings.batch_size,), generator=generator)
-        losses.append(
-            distill_step(student, teacher, optimizer, frames[picked], settings.temperature)
-        )
-    return sum(losses) / len(losses)
-
-
-def average_states(
-    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
-) -> dict[str, torch.Tensor]:
-    """Federated averaging: the ``weights``-weighted mean of state dicts, buffers included;
-    integer counters (batch norm's ``num_batches_tracked``) keep the first state's value."""
-    if not states or len(states) != len(weights) or sum(weights) <= 0:
-        raise ValueError("need one positive weight per state, and some states")
-    total = float(sum(weights))
-    averaged: dict[str, torch.Tensor] = {}
-    for name, first in states[0].items():
-        if not first.is_floating_point():
-            averaged[name] = first.clone()
-            continue
-        averaged[name] = sum(
-            (state[name] * (weight / total) for state, weight in zip(states, weights, strict=True)),
-            torch.zeros_like(first),
-        )
-    return averaged
 
 
 def save_weights(model: nn.Module, path: Path | str) -> Path:

@@ -11,7 +11,7 @@ from edgefleet.demo.boards import ARM64_RUNTIME_BASELINE_BYTES, BOARDS, RASPBERR
 from edgefleet.demo.run import DemoConfig
 from node_agent.board_classes import board_class
 
-_RESULTS = Path(__file__).resolve().parents[3] / "docs" / "results"
+_RESULTS = Path(__file__).resolve().parents[4] / "docs" / "results"
 
 
 def test_the_arm64_runtime_is_the_stored_measurement_of_a_pi_3_core() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator.fleet_memory import CredentialCache, IdleIndex, SeenBuffer
+from orchestrator.hot_paths import CredentialCache, IdleIndex, SeenBuffer
 from orchestrator.storage import Hardware, NewNode, NodeRecord, SqlStorage, sqlite_url
 
 PI = Hardware(
