@@ -31,7 +31,9 @@ FLOAT_BYTES = 4
 CHANNELS = 3
 
 
-class Optimizer(enum.Enum):
+class Optimizer(enum.StrEnum):
+    """The optimizers a job may train with (the protocol's ``Optimizer``, by name)."""
+
     SGD = "sgd"
     ADAM = "adam"
 
@@ -39,6 +41,10 @@ class Optimizer(enum.Enum):
     def state_buffers(self) -> int:
         """Buffers of parameter size the optimizer keeps (SGD: momentum; Adam: two moments)."""
         return 1 if self is Optimizer.SGD else 2
+
+
+OPTIMIZERS: tuple[str, ...] = tuple(optimizer.value for optimizer in Optimizer)
+"""Their names, as job files and the protocol spell them."""
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from checkpointing.budget import OPTIMIZERS, Optimizer
 from checkpointing.process_memory import ProcessMemoryError, peak_rss_bytes
 
 Mechanism = Literal["auto", "cgroup_v1", "cgroup_v2", "rlimit"]
 MECHANISMS: tuple[Mechanism, ...] = ("auto", "cgroup_v1", "cgroup_v2", "rlimit")
-OPTIMIZERS = ("sgd", "adam")
 
 # Failure kinds of a run that did not survive.
 OOM_KILL = "oom_kill"
@@ -93,7 +93,7 @@ class TrainJob:
     num_classes: int = 10
     schedule: tuple[str, ...] | None = None
     """Operations (``Fe_0``, ``Loss``, ``Bwd_0``...) on the split stages; None: plain autograd."""
-    optimizer: str = "sgd"
+    optimizer: str = Optimizer.SGD.value
     steps: int = 1
     seed: int = 0
     teacher: str | None = None

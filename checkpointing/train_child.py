@@ -54,6 +54,7 @@ import torchvision  # noqa: F401 - part of the runtime a board's training proces
 from torch import nn
 from torch.nn import functional
 
+from checkpointing.budget import Optimizer
 from checkpointing.chain import Chain
 from checkpointing.hardcap import JobError, TrainJob
 from checkpointing.meter import memory_meter
@@ -242,7 +243,7 @@ def _train(job: TrainJob, models: _Models, step_scope: StepScope) -> _Training:
         parameter.grad = torch.zeros_like(parameter)
     grads = [p.grad for p in params if p.grad is not None]
     optimizer = optimizer_for(
-        job.optimizer, params, _ADAM_LR if job.optimizer == "adam" else _SGD_LR
+        job.optimizer, params, _ADAM_LR if job.optimizer == Optimizer.ADAM else _SGD_LR
     )
     teacher_tensors = [] if teacher is None else [*teacher.parameters(), *teacher.buffers()]
     training = _Training()

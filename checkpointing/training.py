@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from checkpointing.budget import OPTIMIZERS, Optimizer
 from checkpointing.execute import run_schedule
 from checkpointing.schedule import Schedule
 
@@ -27,11 +28,12 @@ _THREAD_START_FAILURE = "Resource temporarily unavailable"
 
 
 def optimizer_for(name: str, params: Sequence[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """SGD with momentum (one state buffer per parameter) or Adam (two), as the planner counts."""
-    if name == "adam":
+    """SGD with momentum (one state buffer per parameter) or Adam (two), as the planner counts
+    (``name``: an ``Optimizer`` or its value)."""
+    if name == Optimizer.ADAM:
         return torch.optim.Adam(params, lr=lr)
-    if name != "sgd":
-        raise ValueError(f"optimizer must be sgd or adam, got {name!r}")
+    if name != Optimizer.SGD:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
     return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM)
 
 

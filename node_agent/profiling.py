@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional
 
+from checkpointing.budget import Optimizer
 from checkpointing.meter import memory_meter
 from checkpointing.models import build_model
 from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
@@ -77,7 +78,7 @@ def _overhead_at(
     reset_peak_rss()
     model = build_model(model_name, num_classes).train()
     params = list(model.parameters())
-    optimizer = optimizer_for("sgd", params, lr=0.0)
+    optimizer = optimizer_for(Optimizer.SGD, params, lr=0.0)
     # Under the plan-aware arena the steps are its steps, as training's passes are: the first
     # is recorded, the second replays the plan, so what the plan's range holds is measured.
     arena = Arena.loaded()

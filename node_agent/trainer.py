@@ -35,7 +35,8 @@ from checkpointing.training import (
 )
 from node_agent.arena import Arena, arena_step
 from node_agent.weights import delta, from_bytes, load_into, to_bytes
-from protos.edgefleet.v1 import common_pb2, fleet_pb2
+from protos.edgefleet.v1 import fleet_pb2
+from protos.vocabulary import OPTIMIZER, UnknownValue
 
 
 class InvalidTask(ValueError):
@@ -63,9 +64,6 @@ class RoundResult:
     measured_peak_bytes: int
     train_loss: float
     duration_s: float
-
-
-_OPTIMIZERS = {common_pb2.OPTIMIZER_SGD: "sgd", common_pb2.OPTIMIZER_ADAM: "adam"}
 
 
 def as_inputs(raw: torch.Tensor) -> torch.Tensor:
@@ -99,8 +97,10 @@ def train_round(
 ) -> RoundResult:
     """Train one round; ``stop_reason()`` is asked between passes (None: carry on). With the
     plan-aware ``arena`` preloaded, each pass is one of its steps: the same blocks every pass."""
-    if task.optimizer not in _OPTIMIZERS:
-        raise InvalidTask("the task names no optimizer")
+    try:
+        optimizer_name = OPTIMIZER.from_proto(task.optimizer)
+    except UnknownValue:
+        raise InvalidTask("the task names no optimizer this agent knows") from None
     if task.batch_size < 1 or task.accumulation_steps < 1 or task.local_steps < 1:
         raise InvalidTask("batch size, accumulation steps and local steps must be positive")
     started = time.perf_counter()
@@ -112,7 +112,7 @@ def train_round(
     for parameter in params:
         parameter.grad = torch.zeros_like(parameter)
     stages, schedule = _schedule(task, student)
-    optimizer = optimizer_for(_OPTIMIZERS[task.optimizer], params, task.learning_rate)
+    optimizer = optimizer_for(optimizer_name, params, task.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     temperature = task.temperature or 1.0
     losses: list[float] = []

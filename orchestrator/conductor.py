@@ -24,7 +24,6 @@ close (boards that join meanwhile are profiled and planned for the next round).
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ from orchestrator.events import EventKind
 from orchestrator.handlers.transfers import starting_model
 from orchestrator.handlers.updates import round_sum
 from orchestrator.job_spec import JobSpec
+from orchestrator.outcomes import RoundOutcome
 from orchestrator.planning import (
     PROFILE_BATCH_SIZES,
     MemoryModelPayload,
@@ -74,17 +74,10 @@ PROFILE_ATTEMPTS = 3
 _READ_BYTES = 1 << 20
 
 
-class Outcome(enum.StrEnum):
-    QUORUM = "quorum"
-    ALL_REPORTED = "all_reported"
-    DEADLINE = "deadline"
-    FAILED = "failed"
-
-
 class Conductor:
     def __init__(self, state: FleetState, rng: random.Random | None = None) -> None:
         # Every outcome's series exists from the start at zero (see FleetMetrics).
-        for outcome in Outcome:
+        for outcome in RoundOutcome:
             state.metrics.rounds.labels(outcome.value)
         self._state = state
         self._rng = rng or random.Random()
@@ -388,14 +381,14 @@ class Conductor:
             a.node_id for a in assignments if a.status.value == "failed"
         }
         if accepted >= min(spec.min_nodes, max(round_.num_selected_nodes, 1)):
-            outcome = Outcome.QUORUM
+            outcome = RoundOutcome.QUORUM
         elif assignments and len(answered) >= len(assignments):
-            outcome = Outcome.ALL_REPORTED if accepted else Outcome.FAILED
+            outcome = RoundOutcome.ALL_REPORTED if accepted else RoundOutcome.FAILED
         elif state.clock() >= round_.deadline_at:
-            outcome = Outcome.DEADLINE if accepted else Outcome.FAILED
+            outcome = RoundOutcome.DEADLINE if accepted else RoundOutcome.FAILED
         else:
             return
-        failed = outcome is Outcome.FAILED
+        failed = outcome is RoundOutcome.FAILED
         with state.round_lock:
             try:
                 closed = state.storage.update_round(
@@ -480,7 +473,7 @@ class Conductor:
         state = self._state
         finished = round_.finished_at or state.clock()
         duration_s = (finished - round_.started_at).total_seconds()
-        outcome = round_.outcome or Outcome.FAILED.value
+        outcome = round_.outcome or RoundOutcome.FAILED.value
         state.metrics.rounds.labels(outcome).inc()
         if digest:
             state.metrics.round_duration.observe(duration_s)

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import yaml
 
+from checkpointing.budget import OPTIMIZERS, Optimizer
 from orchestrator.aggregation import AggregationRule
 
 LARGEST = "largest"
-OPTIMIZERS = ("sgd", "adam")
 _MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 INITIAL_WEIGHTS = "initial_weights"
@@ -61,7 +61,7 @@ class JobSpec:
     """For people; the coordinator identifies a job by its id."""
     batch_size: int | None = None
     """None: the largest batch that fits each board."""
-    optimizer: str = "sgd"
+    optimizer: str = Optimizer.SGD.value
     fraction_per_round: float = 1.0
     min_nodes: int = 1
     round_deadline_s: float = 600.0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from checkpointing.budget import Optimizer
 from edgefleet.commands.options import known_models, memory_budget_bytes
 from edgefleet.commands.output import EXIT_INFEASIBLE, fail, print_json
 from edgefleet.progress import stderr_progress
@@ -95,11 +95,6 @@ def plan_revolve(
     typer.echo(" ".join(sequence))
 
 
-class OptimizerChoice(enum.StrEnum):
-    SGD = "sgd"
-    ADAM = "adam"
-
-
 @app.command("model")
 def plan_model(
     model: Annotated[str, typer.Option("--model", help="Student model (torchvision name).")],
@@ -114,8 +109,8 @@ def plan_model(
         float, typer.Option("--max-overhead", help="Step time per sample bound vs store-all.")
     ] = 1.5,
     optimizer: Annotated[
-        OptimizerChoice, typer.Option("--optimizer", help="Optimizer whose state to count.")
-    ] = OptimizerChoice.SGD,
+        Optimizer, typer.Option("--optimizer", help="Optimizer whose state to count.")
+    ] = Optimizer.SGD,
     teacher: Annotated[
         str | None, typer.Option("--teacher", help="Teacher model held for inference.")
     ] = None,
@@ -124,7 +119,6 @@ def plan_model(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Batch size and schedule that fit a memory budget, from the model's memory model."""
-    from checkpointing.budget import Optimizer
     from checkpointing.planner import PlanError, PlanRequest
     from checkpointing.units import format_size
     from edgefleet import measurements
@@ -135,7 +129,7 @@ def plan_model(
         request = PlanRequest(
             image_size=image_size,
             budget_bytes=budget_bytes,
-            optimizer=Optimizer(optimizer.value),
+            optimizer=optimizer,
             batch_size=batch_size,
             max_overhead=max_overhead,
             margin=margin,

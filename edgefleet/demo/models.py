@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional
 
+from checkpointing.budget import OPTIMIZERS, Optimizer
 from checkpointing.models import FLEET_STUDENT, FLEET_TEACHER, build_model
 from viewpoint.dataset import Split, render_frames, write_frames
 from viewpoint.objects import CLASSES
@@ -119,7 +120,7 @@ class DemoSettings:
     batch_size: int = 32
     temperature: float = 4.0
     learning_rate: float = 0.05
-    optimizer: str = "sgd"
+    optimizer: str = Optimizer.SGD.value
     """``checkpointing.training.optimizer_for``: SGD with momentum 0.9, fresh every round."""
     local_steps: int = 60
     rounds: int = 5
@@ -137,8 +138,8 @@ class DemoSettings:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32, got {self.image_size}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.classes != CLASSES:
             raise ValueError(f"classes are the world's own, {CLASSES}; got {self.classes}")
         if not 1 <= len(self.boards) <= _MAX_BOARDS:

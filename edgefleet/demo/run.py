@@ -46,6 +46,7 @@ from node_agent.arena import ArenaBuildError, build_arena
 from orchestrator.config import Address, CoordinatorConfig
 from orchestrator.server import running
 from protos.edgefleet.v1 import common_pb2, jobs_pb2
+from protos.vocabulary import OPTIMIZER
 
 Say = Callable[[str], None]
 
@@ -250,9 +251,7 @@ def _job_spec(config: DemoConfig, digest: str) -> jobs_pb2.JobSpec:
         batch_size=config.batch_size or 0,
         num_rounds=config.rounds,
         local_steps=config.local_steps,
-        optimizer=common_pb2.OPTIMIZER_SGD
-        if settings.optimizer == "sgd"
-        else common_pb2.OPTIMIZER_ADAM,
+        optimizer=OPTIMIZER.to_proto(settings.optimizer),
         learning_rate=config.learning_rate,
         node_fraction=config.boards_per_round / len(config.boards),
         min_nodes=config.boards_per_round,

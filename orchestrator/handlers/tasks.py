@@ -17,6 +17,7 @@ from orchestrator.events import EventKind
 from orchestrator.handlers.fleet import authenticate
 from orchestrator.handlers.transfers import starting_model
 from orchestrator.job_spec import JobSpec
+from orchestrator.outcomes import FailureKind
 from orchestrator.planning import (
     MemoryModelPayload,
     ProfileRejected,
@@ -41,7 +42,6 @@ from orchestrator.storage.records import (
 TRAIN_PREFIX = "train-"
 PROFILE_PREFIX = "profile-"
 _MESSAGE_CHARS = 1000
-OUT_OF_MEMORY = "out_of_memory"
 
 
 @dataclass(frozen=True)
@@ -240,8 +240,7 @@ def upload_profile(
 @dataclass(frozen=True)
 class FailureReport:
     task_id: str
-    kind: str
-    """``out_of_memory``, ``deadline_exceeded``, ... (the protocol's FailureKind, lower case)."""
+    kind: FailureKind
     observed_peak_bytes: int
     message: str
 
@@ -252,12 +251,12 @@ def report_failure(
     """Record a failed task (out of memory: re-plan the node with less); return retry-after."""
     node = authenticate(state, node_id, credential)
     message = report.message[:_MESSAGE_CHARS]
-    state.metrics.failures.labels(node.hardware_class, report.kind).inc()
+    state.metrics.failures.labels(node.hardware_class, report.kind.value).inc()
     if report.task_id.startswith(PROFILE_PREFIX):
         task = _profile_task_of(state, node, report.task_id)
         if not task.status.is_terminal:
             state.storage.update_profile_task(
-                task.id, status=ProfileTaskStatus.FAILED, message=f"{report.kind}: {message}"
+                task.id, status=ProfileTaskStatus.FAILED, message=f"{report.kind.value}: {message}"
             )
         if task.job_id is not None:
             _node_failed(state, task.job_id, 0, node, report, message)
@@ -275,7 +274,7 @@ def report_failure(
         if assignment.status in (AssignmentStatus.PENDING, AssignmentStatus.SENT):
             state.storage.update_assignment_status(assignment.id, AssignmentStatus.FAILED)
         _node_failed(state, round_.job_id, round_.number, node, report, message)
-        if report.kind == OUT_OF_MEMORY:
+        if report.kind is FailureKind.OUT_OF_MEMORY:
             _count_out_of_memory(state, round_.job_id, node.id)
     state.wake.set()
     return state.config.idle_pull_interval_s
@@ -295,7 +294,7 @@ def _node_failed(
         {
             "round": round_number,
             "node_id": node.id,
-            "kind": report.kind,
+            "kind": report.kind.value,
             "message": message,
             "observed_peak_bytes": report.observed_peak_bytes,
         },

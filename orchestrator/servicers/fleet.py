@@ -10,6 +10,7 @@ from checkpointing.chain import Chain, ChainError
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers import fleet, tasks, updates
 from orchestrator.interceptors import bearer_token, until_cancelled
+from orchestrator.outcomes import FailureKind
 from orchestrator.planning import ProfileSample
 from orchestrator.servicers.convert import (
     blob_header_from_proto,
@@ -20,16 +21,15 @@ from orchestrator.servicers.convert import (
 )
 from orchestrator.state import FleetState
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
+from protos.vocabulary import FAILURE_KIND, OPTIMIZER, UnknownValue
 
-_OPTIMIZERS = {"sgd": common_pb2.OPTIMIZER_SGD, "adam": common_pb2.OPTIMIZER_ADAM}
-_FAILURE_KINDS = {
-    fleet_pb2.FAILURE_KIND_OUT_OF_MEMORY: tasks.OUT_OF_MEMORY,
-    fleet_pb2.FAILURE_KIND_DEADLINE_EXCEEDED: "deadline_exceeded",
-    fleet_pb2.FAILURE_KIND_DOWNLOAD_FAILED: "download_failed",
-    fleet_pb2.FAILURE_KIND_INVALID_TASK: "invalid_task",
-    fleet_pb2.FAILURE_KIND_NO_DATA: "no_data",
-    fleet_pb2.FAILURE_KIND_INTERNAL: "internal",
-}
+
+def _failure_kind(number: int) -> FailureKind:
+    """A board's failure kind; one this protocol has no name for counts as internal."""
+    try:
+        return FailureKind(FAILURE_KIND.from_proto(number))
+    except UnknownValue:
+        return FailureKind.INTERNAL
 
 
 def _credential(context: grpc.ServicerContext) -> str:
@@ -140,7 +140,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
                 accumulation_steps=task.assignment.accumulation_steps,
                 schedule=plan.schedule,
                 local_steps=spec.local_steps,
-                optimizer=_OPTIMIZERS[spec.optimizer],
+                optimizer=OPTIMIZER.to_proto(spec.optimizer),
                 learning_rate=spec.learning_rate,
                 teacher_model_name=spec.teacher or "",
                 temperature=spec.temperature,
@@ -230,7 +230,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             _credential(context),
             tasks.FailureReport(
                 task_id=request.task_id,
-                kind=_FAILURE_KINDS.get(request.kind, "internal"),
+                kind=_failure_kind(request.kind),
                 observed_peak_bytes=request.observed_peak_bytes,
                 message=request.message,
             ),

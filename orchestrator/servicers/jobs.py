@@ -10,7 +10,6 @@ import grpc
 from orchestrator.errors import ErrorCode, FleetError, Rejection
 from orchestrator.events import EventKind
 from orchestrator.handlers import jobs
-from orchestrator.handlers.tasks import OUT_OF_MEMORY
 from orchestrator.job_spec import LARGEST, JobSpec
 from orchestrator.planning import plan_fields
 from orchestrator.servicers.convert import (
@@ -23,13 +22,16 @@ from orchestrator.servicers.convert import (
 from orchestrator.state import FleetState
 from orchestrator.storage.records import EventRecord, JobRecord, JobStatus, NodePlanRecord
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, jobs_pb2, jobs_pb2_grpc
+from protos.vocabulary import (
+    AGGREGATION_RULE,
+    FAILURE_KIND,
+    OPTIMIZER,
+    ROUND_OUTCOME,
+    UnknownValue,
+    V,
+    Vocabulary,
+)
 
-_OPTIMIZERS = {common_pb2.OPTIMIZER_SGD: "sgd", common_pb2.OPTIMIZER_ADAM: "adam"}
-_RULES = {
-    jobs_pb2.AGGREGATION_RULE_FEDAVG: "fedavg",
-    jobs_pb2.AGGREGATION_RULE_MEDIAN: "median",
-    jobs_pb2.AGGREGATION_RULE_TRIMMED_MEAN: "trimmed_mean",
-}
 _STATES = {
     JobStatus.PENDING: jobs_pb2.JOB_STATE_PENDING,
     JobStatus.RUNNING: jobs_pb2.JOB_STATE_RUNNING,
@@ -37,6 +39,22 @@ _STATES = {
     JobStatus.FAILED: jobs_pb2.JOB_STATE_FAILED,
     JobStatus.CANCELLED: jobs_pb2.JOB_STATE_CANCELLED,
 }
+
+
+def _known(vocabulary: Vocabulary[V], number: int) -> str | None:
+    """The name of a proto value; None for one not set (the job spec then says what it needs)."""
+    try:
+        return vocabulary.from_proto(number)
+    except UnknownValue:
+        return None
+
+
+def _wire(vocabulary: Vocabulary[V], name: str, unknown: V) -> V:
+    """A stored name on the wire; ``unknown`` for one this protocol has no value for."""
+    try:
+        return vocabulary.to_proto(name)
+    except UnknownValue:
+        return unknown
 
 
 def spec_to_fields(spec: jobs_pb2.JobSpec) -> dict[str, object]:
@@ -52,11 +70,11 @@ def spec_to_fields(spec: jobs_pb2.JobSpec) -> dict[str, object]:
     }
     optional = {
         "teacher": spec.teacher_model or None,
-        "optimizer": _OPTIMIZERS.get(spec.optimizer),
+        "optimizer": _known(OPTIMIZER, spec.optimizer),
         "fraction_per_round": spec.node_fraction or None,
         "min_nodes": spec.min_nodes or None,
         "round_deadline_s": spec.round_deadline_s or None,
-        "aggregation": _RULES.get(spec.aggregation),
+        "aggregation": _known(AGGREGATION_RULE, spec.aggregation),
         "trim_fraction": spec.trim_fraction if spec.HasField("trim_fraction") else None,
         "temperature": spec.temperature if spec.HasField("temperature") else None,
         "initial_weights_sha256_hex": spec.initial_weights_sha256_hex or None,
@@ -67,8 +85,6 @@ def spec_to_fields(spec: jobs_pb2.JobSpec) -> dict[str, object]:
 
 
 def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
-    optimizers = {name: value for value, name in _OPTIMIZERS.items()}
-    rules = {name: value for value, name in _RULES.items()}
     return jobs_pb2.JobSpec(
         name=spec.name,
         student_model=spec.student,
@@ -77,12 +93,12 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
         batch_size=spec.batch_size or 0,
         num_rounds=spec.rounds,
         local_steps=spec.local_steps,
-        optimizer=optimizers[spec.optimizer],
+        optimizer=OPTIMIZER.to_proto(spec.optimizer),
         learning_rate=spec.learning_rate,
         node_fraction=spec.fraction_per_round,
         min_nodes=spec.min_nodes,
         round_deadline_s=spec.round_deadline_s,
-        aggregation=rules[spec.aggregation.value],
+        aggregation=AGGREGATION_RULE.to_proto(spec.aggregation),
         trim_fraction=spec.trim_fraction,
         temperature=spec.temperature,
         initial_weights_sha256_hex=spec.initial_weights_sha256_hex,
@@ -95,20 +111,6 @@ _MODEL_STATES = {
     "profiling": jobs_pb2.MEMORY_MODEL_STATE_PROFILING,
     "ready": jobs_pb2.MEMORY_MODEL_STATE_READY,
     "failed": jobs_pb2.MEMORY_MODEL_STATE_FAILED,
-}
-_OUTCOMES = {
-    "quorum": jobs_pb2.ROUND_OUTCOME_QUORUM,
-    "deadline": jobs_pb2.ROUND_OUTCOME_DEADLINE,
-    "failed": jobs_pb2.ROUND_OUTCOME_FAILED,
-    "all_reported": jobs_pb2.ROUND_OUTCOME_ALL_REPORTED,
-}
-_FAILURE_KINDS = {
-    OUT_OF_MEMORY: fleet_pb2.FAILURE_KIND_OUT_OF_MEMORY,
-    "deadline_exceeded": fleet_pb2.FAILURE_KIND_DEADLINE_EXCEEDED,
-    "download_failed": fleet_pb2.FAILURE_KIND_DOWNLOAD_FAILED,
-    "invalid_task": fleet_pb2.FAILURE_KIND_INVALID_TASK,
-    "no_data": fleet_pb2.FAILURE_KIND_NO_DATA,
-    "internal": fleet_pb2.FAILURE_KIND_INTERNAL,
 }
 _REJECTION_CODES = {reason.value: reason.proto_code for reason in Rejection}
 
@@ -173,7 +175,7 @@ def event_to_proto(event: EventRecord) -> jobs_pb2.JobEvent:
         message.round_completed.CopyFrom(
             jobs_pb2.RoundCompleted(
                 round=data["round"],
-                outcome=_OUTCOMES.get(data["outcome"], jobs_pb2.ROUND_OUTCOME_UNSPECIFIED),
+                outcome=_wire(ROUND_OUTCOME, data["outcome"], jobs_pb2.ROUND_OUTCOME_UNSPECIFIED),
                 num_updates=data["num_updates"],
                 model_sha256_hex=data["model_sha256_hex"],
                 duration_s=data["duration_s"],
@@ -185,7 +187,7 @@ def event_to_proto(event: EventRecord) -> jobs_pb2.JobEvent:
             jobs_pb2.NodeFailed(
                 round=data["round"],
                 node_id=data["node_id"],
-                kind=_FAILURE_KINDS.get(data["kind"], fleet_pb2.FAILURE_KIND_INTERNAL),
+                kind=_wire(FAILURE_KIND, data["kind"], fleet_pb2.FAILURE_KIND_INTERNAL),
                 message=data["message"],
             )
         )

@@ -237,8 +237,7 @@ def test_out_of_memory_on_one_board_replans_its_whole_class_with_less(tmp_path: 
     with coordinator(tmp_path) as fleet:
         tripped, sibling = fleet.board("pi-1"), fleet.board("pi-2")
         job = fleet.submit(model_bytes(weights()), min_nodes=2, num_rounds=2, batch_size=0)
-        first = pull_until(tripped, "train")
-        before = pull_until(sibling, "train")
+        first, before = pull_each([tripped, sibling])
         tripped.report_failure(
             first.task_id,
             fleet_pb2.FAILURE_KIND_OUT_OF_MEMORY,

@@ -60,7 +60,9 @@ def test_the_file_allowance_is_steady_where_mapped_file_pages_are_not() -> None:
     first, second = _run(_BASELINE), _run(_BASELINE)
 
     assert isinstance(first, dict) and isinstance(second, dict)
-    assert abs(first["allowance"] - second["allowance"]) <= 8 * _MIB
+    # Two fresh processes on a busy machine: the allowance (about 180 MB here) moved by up to
+    # 8.1 MB between them; mapped file pages move by hundreds of MB between installs.
+    assert abs(first["allowance"] - second["allowance"]) <= 16 * _MIB
     assert abs(first["private"] - second["private"]) <= 8 * _MIB
 
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from orchestrator import aggregation
 from orchestrator.aggregation import (
     AggregationError,
     AggregationRule,
@@ -14,6 +13,7 @@ from orchestrator.aggregation import (
     SumClosed,
     Update,
     aggregate,
+    rules,
 )
 
 RNG = np.random.default_rng(0)
@@ -226,7 +226,7 @@ def test_coordinate_rules_read_block_by_block_with_the_same_result(
         for i in range(5)
     ]
     # Blocks of 3 rows of every update: the tensor is read in 17 pieces.
-    monkeypatch.setattr(aggregation, "_BLOCK_BYTES", 5 * 7 * 8 * 3)
+    monkeypatch.setattr(rules, "_BLOCK_BYTES", 5 * 7 * 8 * 3)
 
     aggregate(model_path, updates, AggregationRule.MEDIAN, tmp_path / "median")
     aggregate(model_path, updates, AggregationRule.TRIMMED_MEAN, tmp_path / "trim", 0.2)
