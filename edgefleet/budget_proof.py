@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from checkpointing.budget import ProcessFacts
-from checkpointing.hardcap import CappedRun, TrainJob, run_capped
-from checkpointing.memory_model import MemoryModel
-from checkpointing.planner import Plan, PlanRequest
+from checkpointing.planning.budget import ProcessFacts
+from checkpointing.planning.memory_model import MemoryModel
+from checkpointing.planning.planner import Plan, PlanRequest
+from edgefleet.harness.hardcap import CappedRun, TrainJob, run_capped
 from edgefleet.measurements import checked_plan
 from edgefleet.progress import Report
 

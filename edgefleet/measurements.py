@@ -14,9 +14,9 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from checkpointing.budget import ProcessFacts
-from checkpointing.memory_model import MemoryModel, MemoryModelError
-from checkpointing.planner import Plan, PlanRequest, plan_training
+from checkpointing.planning.budget import ProcessFacts
+from checkpointing.planning.memory_model import MemoryModel, MemoryModelError
+from checkpointing.planning.planner import Plan, PlanRequest, plan_training
 from edgefleet.progress import Report
 
 
@@ -50,7 +50,7 @@ def _write_json(path: Path, data: object) -> None:
 
 def memory_model(name: str, num_classes: int, report: Report) -> MemoryModel:
     """The fitted memory model of ``name``, measured now if it is not in the cache."""
-    from checkpointing.profile_sizes import fit_model
+    from checkpointing.execution.profile_sizes import fit_model
 
     path = cache_root() / "memory-models" / f"{name}-{num_classes}-{_torch_tag()}.json"
     cached = _read_json(path)
@@ -68,7 +68,7 @@ def memory_model(name: str, num_classes: int, report: Report) -> MemoryModel:
 
 def process_facts(name: str, image_size: int, num_classes: int, report: Report) -> ProcessFacts:
     """Runtime baseline and allocator overhead, measured now if they are not in the cache."""
-    from checkpointing.calibrate import calibrate_process
+    from edgefleet.harness.calibrate import calibrate_process
 
     key = f"{name}-{image_size}px-{num_classes}-{_torch_tag()}.json"
     path = cache_root() / "process" / key
@@ -98,8 +98,8 @@ def checked_plan(
     fraction measured on the planned run (cached per model, image size and batch) replaces it
     where larger. ``PlanError`` as ``plan_training``.
     """
-    from checkpointing.calibrate import overhead_fraction_of
-    from checkpointing.hardcap import TrainJob
+    from edgefleet.harness.calibrate import overhead_fraction_of
+    from edgefleet.harness.hardcap import TrainJob
 
     plan = plan_training(student, request, facts, teacher)
     key = f"{student.model}-{request.image_size}px-b{plan.batch_size}-{plan.strategy}"

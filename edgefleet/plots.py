@@ -10,13 +10,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from checkpointing.benchmark import (
+from edgefleet.harness.benchmark import (
     CHECKPOINT_SEQUENTIAL,
     OPTIMAL,
     STORE_ALL,
     BenchResult,
 )
-from checkpointing.sampling import HeldOutCase
+from edgefleet.harness.sampling import HeldOutCase
 
 _STYLE = {
     STORE_ALL: ("s", "black", "store-all"),

@@ -24,9 +24,9 @@ import grpc
 import torch
 from torch import nn
 
-from checkpointing.models import build_model
-from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
-from checkpointing.training import is_out_of_memory
+from checkpointing.execution.models import build_model
+from checkpointing.execution.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from checkpointing.execution.training import is_out_of_memory
 from node_agent import identity as identity_store
 from node_agent.arena import Arena
 from node_agent.backoff import Backoff

@@ -13,8 +13,8 @@ import importlib
 import logging
 import sys
 
-from checkpointing.models import is_torchvision_model
-from checkpointing.process_memory import resident_memory
+from checkpointing.execution.models import is_torchvision_model
+from checkpointing.execution.process_memory import resident_memory
 
 _LOG = logging.getLogger(__name__)
 _TORCHVISION = "torchvision"

@@ -1,9 +1,9 @@
 """Profile tasks: measure a model's stages on this board, for the coordinator's memory model.
 
-The engine profiles the model's chain (``checkpointing.profile_sizes``) at every (batch size, image
-size) pair the task names. For a job's student the board also measures what its allocator holds
-beyond live tensors during training steps at two batch sizes, in this process: a board has no
-room for a second process of its size, and this process is the one that will train. The
+The engine profiles the model's chain (``checkpointing.execution.profile_sizes``) at every (batch
+size, image size) pair the task names. For a job's student the board also measures what its
+allocator holds beyond live tensors during training steps at two batch sizes, in this process: a
+board has no room for a second process of its size, and this process is the one that will train. The
 planner adds that overhead (a fraction of the tensor bytes plus a constant) to every plan of the
 board's class; the memory guard covers what the reading misses.
 """
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional
 
-from checkpointing.budget import Optimizer
-from checkpointing.meter import memory_meter
-from checkpointing.models import build_model
-from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
-from checkpointing.profile import ChainProfile
-from checkpointing.profile_sizes import profile_samples
-from checkpointing.steps import unique_storage_bytes
-from checkpointing.training import optimizer_for
+from checkpointing.execution.meter import memory_meter
+from checkpointing.execution.models import build_model
+from checkpointing.execution.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from checkpointing.execution.profile import ChainProfile
+from checkpointing.execution.profile_sizes import profile_samples
+from checkpointing.execution.steps import unique_storage_bytes
+from checkpointing.execution.training import optimizer_for
+from checkpointing.planning.budget import Optimizer
 from node_agent.arena import Arena, arena_step
 from node_agent.model_library import load_model_library
 from protos.edgefleet.v1 import fleet_pb2

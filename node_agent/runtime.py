@@ -25,8 +25,9 @@ without thrashing. Measured here (x86-64, torch 2.14.1): 280 MB anonymous, 415-4
 warm-up model does not; those pages show up in the step's measured peak, which the planner's and
 the guard's margins absorb.
 
-torchvision is not part of the runtime: ``checkpointing.models`` imports it when a torchvision
-model is built (87 MB anonymous here), and the profile of such a model reports that cost.
+torchvision is not part of the runtime: ``checkpointing.execution.models`` imports it when a
+torchvision model is built (87 MB anonymous here), and the profile of such a model reports that
+cost.
 
 ``edgefleet agent baseline`` measures it in a fresh process, so that a board's budget (or the
 demo's cap) can be set above it before the agent starts.
@@ -42,13 +43,13 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional
 
-from checkpointing.models import build_model
-from checkpointing.process_memory import (
+from checkpointing.execution.models import build_model
+from checkpointing.execution.process_memory import (
     clear_referenced,
     referenced_file_bytes,
     resident_memory,
 )
-from checkpointing.split import split_model
+from checkpointing.execution.split import split_model
 from node_agent.arena import Arena
 
 _LOG = logging.getLogger(__name__)

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from checkpointing.chain import Chain
-from checkpointing.models import build_model
-from checkpointing.schedule import Schedule
-from checkpointing.simulate import ScheduleError, simulate
-from checkpointing.split import SplitError, split_model
-from checkpointing.training import (
+from checkpointing.execution.models import build_model
+from checkpointing.execution.split import SplitError, split_model
+from checkpointing.execution.training import (
     LossFn,
     distillation_loss,
     forward_backward,
     is_out_of_memory,
     optimizer_for,
 )
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.schedule import Schedule
+from checkpointing.planning.simulate import ScheduleError, simulate
 from node_agent.arena import Arena, arena_step
 from node_agent.weights import delta, from_bytes, load_into, to_bytes
 from protos.edgefleet.v1 import fleet_pb2

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from checkpointing.budget import OPTIMIZERS, Optimizer
+from checkpointing.planning.budget import OPTIMIZERS, Optimizer
 from orchestrator.aggregation import AggregationRule
 
 LARGEST = "largest"

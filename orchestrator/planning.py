@@ -2,9 +2,9 @@
 
 A profile task asks one board of a hardware class to measure a model's stages at a few small
 batch sizes and two image sizes around the job's; the fitted memory model
-(``checkpointing.memory_model``) then predicts the chain at any batch, so the planner
-(``checkpointing.planner``) gives every board of the class its batch and schedule within its own
-budget without running anything there.
+(``checkpointing.planning.memory_model``) then predicts the chain at any batch, so the planner
+(``checkpointing.planning.planner``) gives every board of the class its batch and schedule
+within its own budget without running anything there.
 
 What the registry stores per (hardware class, model, image size) is ``MemoryModelPayload``: the
 fitted model and the allocator overhead the board measured beside it.
@@ -16,10 +16,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from checkpointing.budget import Optimizer, ProcessFacts
-from checkpointing.chain import Chain, ChainError
-from checkpointing.memory_model import MemoryModel, MemoryModelError, fit_memory_model
-from checkpointing.planner import Plan, PlanError, PlanRequest, plan_training
+from checkpointing.planning.budget import Optimizer, ProcessFacts
+from checkpointing.planning.chain import Chain, ChainError
+from checkpointing.planning.memory_model import MemoryModel, MemoryModelError, fit_memory_model
+from checkpointing.planning.planner import Plan, PlanError, PlanRequest, plan_training
 from orchestrator.job_spec import JobSpec
 from orchestrator.storage.records import Hardware
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from checkpointing.training import distillation_loss, forward_backward, optimizer_for
+from checkpointing.execution.training import distillation_loss, forward_backward, optimizer_for
 from edgefleet.demo.models import (
     DEMO,
     DemoSettings,

@@ -30,7 +30,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from checkpointing.hardcap import TrainJob
 from edgefleet.allocators.candidates import (
     CANDIDATES,
     JEMALLOC_PATH,
@@ -38,6 +37,7 @@ from edgefleet.allocators.candidates import (
     Candidate,
     child_environment,
 )
+from edgefleet.harness.hardcap import TrainJob
 from edgefleet.progress import Report
 
 STORE_ALL = "store_all"
@@ -290,9 +290,9 @@ def check_libraries(candidates: Sequence[Candidate], jemalloc_path: Path = JEMAL
 
 def plan_schedules(config: AllocatorBenchConfig, report: Report) -> PlannedSchedules:
     """Store-all's predicted activation peak, and the optimal schedule at the budget."""
-    from checkpointing.simulate import simulate
-    from checkpointing.solvers.baselines import store_all
-    from checkpointing.solvers.persistent import solve_persistent
+    from checkpointing.planning.simulate import simulate
+    from checkpointing.planning.solvers.baselines import store_all
+    from checkpointing.planning.solvers.persistent import solve_persistent
     from edgefleet import measurements
 
     student = measurements.memory_model(config.model, config.num_classes, report)

@@ -2,7 +2,7 @@
 
 The process the agent trains in, under the allocator its environment chose: the agent's
 ``mallopt`` fix when ``EDGEFLEET_ALLOCATOR_AGENT_FIX`` asks for it, the agent's warm-up step,
-then ``checkpointing.train_child`` on ``JOB``. That child's baseline is taken when its
+then ``edgefleet.harness.train_child`` on ``JOB``. That child's baseline is taken when its
 ``train`` starts, so here it includes the warm-up, as the agent's runtime baseline does; its
 result gains ``allocator``: the settings the process saw, whether the fix was applied and which
 replacement malloc library is mapped (so a preload that silently failed shows).
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     # Imported here, after the interpreter's start: the agent, too, fixes its allocator after
     # importing torch, so the candidate sees the same allocations before the fix.
-    from checkpointing import train_child
+    from edgefleet.harness import train_child
     from node_agent.arena import Arena
     from node_agent.runtime import fix_allocator, warm_up
 

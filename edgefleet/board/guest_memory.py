@@ -16,9 +16,9 @@ memory, and ``Anonymous`` its anonymous part: what the board itself would hold. 
 and smaps list the same ranges, and the guest's figure is the process's ``VmRSS`` within the few
 pages by which status's counters lag.
 
-Standard library and ``checkpointing.process_memory`` (the smaps parser the agent uses) only: the
-guest's probe imports it under emulation, where nothing else of the host's may load, and the
-host side and the tests import it without torch.
+Standard library and ``checkpointing.execution.process_memory`` (the smaps parser the agent uses)
+only: the guest's probe imports it under emulation, where nothing else of the host's may load, and
+the host side and the tests import it without torch.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from checkpointing.process_memory import ProcessMemoryError, kib_field_bytes, smaps_mappings
+from checkpointing.execution.process_memory import (
+    ProcessMemoryError,
+    kib_field_bytes,
+    smaps_mappings,
+)
 
 _PROC_SELF = Path("/proc/self")
 _RANGE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+)\s")

@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     import torch
 
-    from checkpointing.profile import ProfileConfig
-    from checkpointing.profile_sizes import fit_model
+    from checkpointing.execution.profile import ProfileConfig
+    from checkpointing.execution.profile_sizes import fit_model
 
     # One timed run per stage after one warm-up: memory does not depend on repeats, and only the
     # stages' relative times are used, which emulation keeps only roughly anyway.

@@ -1,6 +1,6 @@
 """The guest's own peak memory over a training run under qemu-user, sampled from inside it.
 
-Under emulation the kernel's high-water mark (``VmHWM``, what ``checkpointing.train_child``
+Under emulation the kernel's high-water mark (``VmHWM``, what ``edgefleet.harness.train_child``
 reports natively) counts qemu's translation cache and heap with the program, and no kernel
 counter keeps the guest's part apart. So a thread in the guest reads the guest's own memory
 (``guest_memory``: smaps over the ranges the emulated maps lists) every ``interval_s`` and keeps

@@ -1,6 +1,6 @@
-"""Training jobs run on the emulated board under a real memory cap (``checkpointing.hardcap``).
+"""Training jobs run on the emulated board under a real memory cap (``edgefleet.harness.hardcap``).
 
-``run_capped`` starts ``PYTHON -m checkpointing.train_child JOB RESULT`` inside a fresh memory
+``run_capped`` starts ``PYTHON -m edgefleet.harness.train_child JOB RESULT`` inside a fresh memory
 cgroup. Here ``PYTHON`` is a wrapper script that ``exec``s qemu-aarch64 with the board's
 python3.11, its packages and the board's environment (``emulator.guest_command``): qemu and the
 arm64 program are one host process, so the cgroup charges both, and the OOM killer ends the run
@@ -9,12 +9,12 @@ figures (``guest_sampler``: the guest's baseline and sampled peak, qemu's share)
 file where the sampler keeps its running peak, which a killed run leaves behind.
 
 The process is set up as the agent's is (``Allocator.AGENT``): the wrapper runs
-``edgefleet.allocators.child`` in place of ``checkpointing.train_child``, which fixes glibc's mmap
-threshold after its imports and runs the agent's warm-up step (``node_agent.runtime``) before
-handing the job to ``train_child``. The allocator decides how much a recomputing plan holds
-beyond its tensors, so a plan measured in any other process would be planned for another
-process than the one that trains. ``Allocator.GLIBC_DEFAULT`` keeps the first runs' process:
-``train_child`` alone, glibc's defaults, no warm-up.
+``edgefleet.allocators.child`` in place of ``edgefleet.harness.train_child``, which fixes glibc's
+mmap threshold after its imports and runs the agent's warm-up step (``node_agent.runtime``) before
+handing the job to ``train_child``. The allocator decides how much a recomputing plan holds beyond
+its tensors, so a plan measured in any other process would be planned for another process than the
+one that trains. ``Allocator.GLIBC_DEFAULT`` keeps the first runs' process: ``train_child`` alone,
+glibc's defaults, no warm-up.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from checkpointing.hardcap import CappedRun, TrainJob, run_capped
 from edgefleet.allocators.candidates import AGENT_FIX_ENV
 from edgefleet.board.emulator import Board, Emulation, guest_command, qemu_binary
 from edgefleet.board.guest_sampler import PEAK_FILE_ENV, SAMPLE_ENV, GuestPeak
+from edgefleet.harness.hardcap import CappedRun, TrainJob, run_capped
 
 SAMPLE_INTERVAL_S = 1.0
 """Reading the guest's memory takes a fraction of a second emulated; a step takes minutes."""
-TRAIN_CHILD_MODULE = "checkpointing.train_child"
+TRAIN_CHILD_MODULE = "edgefleet.harness.train_child"
 """What ``run_capped`` asks its python to run."""
 AGENT_CHILD_MODULE = "edgefleet.allocators.child"
 WRAPPER_EXIT_BAD_ARGUMENTS = 64
@@ -86,7 +86,7 @@ def wrapper_script(
     allocator: Allocator = Allocator.AGENT,
 ) -> str:
     """The ``/bin/sh`` script that runs ``python3.11 "$@"`` on the board, sampled; under
-    ``Allocator.AGENT``, ``-m checkpointing.train_child ARGS`` becomes the agent's process
+    ``Allocator.AGENT``, ``-m edgefleet.harness.train_child ARGS`` becomes the agent's process
     (``-m edgefleet.allocators.child ARGS`` with the fix asked for), and anything else is
     refused rather than run in another process than the one asked for."""
     command, environment = guest_command(board, emulation, qemu, [])

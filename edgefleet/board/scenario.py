@@ -44,13 +44,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from checkpointing.budget import Optimizer, ProcessFacts
-from checkpointing.calibrate import fit_process_facts, overhead_fraction
-from checkpointing.hardcap import TrainJob
-from checkpointing.memory_model import MemoryModel
-from checkpointing.planner import Plan, PlanRequest, plan_training
+from checkpointing.planning.budget import Optimizer, ProcessFacts
+from checkpointing.planning.memory_model import MemoryModel
+from checkpointing.planning.planner import Plan, PlanRequest, plan_training
 from edgefleet.board.emulator import Board, BoardError, Emulation, run_guest
 from edgefleet.board.guest_training import Allocator, GuestRun, run_on_board
+from edgefleet.harness.calibrate import fit_process_facts, overhead_fraction
+from edgefleet.harness.hardcap import TrainJob
 from edgefleet.progress import Report
 
 ARCH = "arm64"

@@ -104,8 +104,8 @@ def baseline(
         fail(f"--threads must not be negative, got {threads}")
     _check_platform()
     import node_agent.agent  # noqa: F401 - what the agent's process loads is its baseline
-    from checkpointing.process_memory import rss_bytes
-    from checkpointing.units import format_size
+    from checkpointing.execution.process_memory import rss_bytes
+    from checkpointing.planning.units import format_size
     from node_agent.runtime import measure_runtime
 
     measured = measure_runtime(threads)

@@ -47,7 +47,7 @@ def bench_checkpointing(
     """Profile a model, then run store-all, checkpoint_sequential and the optimal schedule."""
     fractions = _fractions(budgets)
     # Imported here: torch is only needed by this command, not by the CLI as a whole.
-    from checkpointing.benchmark import BenchConfig, run_benchmark
+    from edgefleet.harness.benchmark import BenchConfig, run_benchmark
 
     known_models(model)
     try:
@@ -110,10 +110,10 @@ def bench_solver(
     import random
     import statistics
 
-    from checkpointing.chain import Chain
-    from checkpointing.simulate import simulate
-    from checkpointing.solvers.baselines import store_all
-    from checkpointing.solvers.persistent import solve_persistent
+    from checkpointing.planning.chain import Chain
+    from checkpointing.planning.simulate import simulate
+    from checkpointing.planning.solvers.baselines import store_all
+    from checkpointing.planning.solvers.persistent import solve_persistent
 
     if not 0 < fraction <= 1:
         fail(f"--fraction must be in (0, 1], got {fraction}")
@@ -205,8 +205,8 @@ def bench_memory_model(
 
     import torch
 
-    from checkpointing.profile_sizes import fit_model
-    from checkpointing.sampling import check_memory_model, summarise
+    from checkpointing.execution.profile_sizes import fit_model
+    from edgefleet.harness.sampling import check_memory_model, summarise
 
     known_models(model)
     if threads is not None:
@@ -277,8 +277,8 @@ def bench_budget(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Plan the largest batch for a budget, then prove it under a real memory cap."""
-    from checkpointing.planner import PlanRequest
-    from checkpointing.units import format_size
+    from checkpointing.planning.planner import PlanRequest
+    from checkpointing.planning.units import format_size
     from edgefleet import measurements
     from edgefleet.budget_proof import prove_budget
 
@@ -329,7 +329,7 @@ def bench_aggregation(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time N boards' full-size updates into a real coordinator, until the round is aggregated."""
-    from checkpointing.units import format_size
+    from checkpointing.planning.units import format_size
     from edgefleet.fleet_bench import AggregationBenchConfig, BenchError, run_aggregation_bench
 
     if nodes < 1:

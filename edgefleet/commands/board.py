@@ -63,7 +63,7 @@ def bench_board(
     """Import the agent, warm its runtime up and measure it on an emulated board (qemu-user):
     the guest's own memory, and qemu's view beside it. Takes minutes. With --scenario, run that
     benchmark on the board instead."""
-    from checkpointing.units import format_size
+    from checkpointing.planning.units import format_size
     from edgefleet.board.baseline import measure_board_baseline
     from edgefleet.board.emulator import Board, BoardError, Emulation, default_board_dir
 
@@ -120,8 +120,8 @@ def _bench_scenario(
     allocator_name: str,
     as_json: bool,
 ) -> None:
-    from checkpointing.planner import PlanError
-    from checkpointing.units import format_size
+    from checkpointing.planning.planner import PlanError
+    from checkpointing.planning.units import format_size
     from edgefleet.board.emulator import (
         Board,
         BoardError,

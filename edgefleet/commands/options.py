@@ -7,7 +7,7 @@ from edgefleet.commands.output import fail
 
 def memory_budget_bytes(text: str) -> int:
     """``--memory-budget`` in bytes (``1GiB``, ``768MiB``, ``1.5e9``)."""
-    from checkpointing.units import parse_size
+    from checkpointing.planning.units import parse_size
 
     try:
         return parse_size(text)
@@ -17,7 +17,7 @@ def memory_budget_bytes(text: str) -> int:
 
 def known_models(*names: str | None) -> None:
     """Every given model name is one ``build_model`` accepts (``None`` is skipped)."""
-    from checkpointing.models import UnknownModelError, check_model_name
+    from checkpointing.execution.models import UnknownModelError, check_model_name
 
     for name in names:
         if name is not None:

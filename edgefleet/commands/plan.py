@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from checkpointing.budget import Optimizer
+from checkpointing.planning.budget import Optimizer
 from edgefleet.commands.options import known_models, memory_budget_bytes
 from edgefleet.commands.output import EXIT_INFEASIBLE, fail, print_json
 from edgefleet.progress import stderr_progress
@@ -28,8 +28,8 @@ def plan_chain(
     """Fastest schedule of a heterogeneous chain within a memory budget (persistent DP)."""
     # The solvers load numba (about 130 MB): every process that imports the CLI, a board's
     # agent included, would carry it.
-    from checkpointing.chain import Chain, ChainError
-    from checkpointing.solvers.persistent import DEFAULT_SLOTS, solve_persistent
+    from checkpointing.planning.chain import Chain, ChainError
+    from checkpointing.planning.solvers.persistent import DEFAULT_SLOTS, solve_persistent
 
     if slots is None:
         slots = DEFAULT_SLOTS
@@ -84,7 +84,7 @@ def plan_revolve(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Revolve's optimal schedule for a chain of identical stages (the seed DP)."""
-    from checkpointing.solvers.revolve import revolve
+    from checkpointing.planning.solvers.revolve import revolve
 
     solution = revolve(steps, checkpoints, uf, ub)
     sequence = solution.schedule.to_strings()
@@ -119,8 +119,8 @@ def plan_model(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Batch size and schedule that fit a memory budget, from the model's memory model."""
-    from checkpointing.planner import PlanError, PlanRequest
-    from checkpointing.units import format_size
+    from checkpointing.planning.planner import PlanError, PlanRequest
+    from checkpointing.planning.units import format_size
     from edgefleet import measurements
 
     budget_bytes = memory_budget_bytes(memory_budget)

@@ -33,8 +33,8 @@ def showcase(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Run the checkpointing showcase (MobileNetV2 at 224x224, batch 8, by default)."""
-    from checkpointing.benchmark import BenchConfig, run_benchmark
-    from checkpointing.showcase import train_side_by_side
+    from edgefleet.harness.benchmark import BenchConfig, run_benchmark
+    from edgefleet.harness.showcase import train_side_by_side
 
     known_models(model)
     try:

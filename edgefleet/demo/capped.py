@@ -15,8 +15,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from checkpointing.hardcap import MemoryCap, memory_cap
-from checkpointing.process_memory import ProcessMemoryError, status_bytes
+from checkpointing.execution.process_memory import ProcessMemoryError, status_bytes
+from edgefleet.harness.hardcap import MemoryCap, memory_cap
 from node_agent.arena import PRELOAD_ENV
 
 _STOP_TIMEOUT_S = 60.0

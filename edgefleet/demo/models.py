@@ -11,7 +11,8 @@ Everything is made from the procedural world (``viewpoint``), so nothing is down
   is what makes it poor on the poles (the viewpoint problem the fleet then fixes);
 - a *board* distils: from the round's global student, ``local_steps`` SGD steps on batches
   drawn from its own unlabelled frames, the loss the KL divergence to the teacher's softened
-  predictions on the same batch (``checkpointing.training.distillation_loss``, as the agent).
+  predictions on the same batch (``checkpointing.execution.training.distillation_loss``, as the
+  agent).
 
 Frames are uint8 tensors ``N×3×S×S``; models take ``to_input(frames)``, floats in [0, 1] (no
 mean or deviation: the first convolution is followed by batch norm). Weights are safetensors
@@ -33,8 +34,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional
 
-from checkpointing.budget import OPTIMIZERS, Optimizer
-from checkpointing.models import FLEET_STUDENT, FLEET_TEACHER, build_model
+from checkpointing.execution.models import FLEET_STUDENT, FLEET_TEACHER, build_model
+from checkpointing.planning.budget import OPTIMIZERS, Optimizer
 from viewpoint.dataset import Split, render_frames, write_frames
 from viewpoint.objects import CLASSES
 from viewpoint.viewpoints import BROAD, EYE_LEVEL, POLES, AnyViewpoint, by_name
@@ -121,7 +122,8 @@ class DemoSettings:
     temperature: float = 4.0
     learning_rate: float = 0.05
     optimizer: str = Optimizer.SGD.value
-    """``checkpointing.training.optimizer_for``: SGD with momentum 0.9, fresh every round."""
+    """``checkpointing.execution.training.optimizer_for``: SGD with momentum 0.9, fresh every
+    round."""
     local_steps: int = 60
     rounds: int = 5
     seed: int = 0

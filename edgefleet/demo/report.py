@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from checkpointing.units import format_size
+from checkpointing.planning.units import format_size
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load, load_file, save_file
 from torch import nn
 
-from checkpointing.models import build_model
+from checkpointing.execution.models import build_model
 from edgefleet.demo.boards import BOARDS, DemoBoard
 from edgefleet.demo.capped import CappedAgent, agent_command, agent_environment, capped_agents
 from edgefleet.demo.models import (

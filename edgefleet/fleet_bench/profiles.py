@@ -32,7 +32,7 @@ def student_weights_and_profile(
     import torch
     from safetensors.torch import save
 
-    from checkpointing.models import build_model
+    from checkpointing.execution.models import build_model
     from node_agent.profiling import run_profile
 
     # Profiled first: the allocator overhead is read from this process's memory, best untouched.

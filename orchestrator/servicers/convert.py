@@ -45,7 +45,8 @@ def hardware_to_proto(hardware: Hardware) -> common_pb2.Hardware:
 def plan_to_proto(
     plan: Mapping[str, Any], predicted_peak_bytes: int | None = None
 ) -> common_pb2.Plan:
-    """A stored plan (``checkpointing.planner.Plan.to_dict``) as the protocol's ``Plan``."""
+    """A stored plan (``checkpointing.planning.planner.Plan.to_dict``) as the protocol's
+    ``Plan``."""
     return common_pb2.Plan(
         batch_size=int(plan["batch_size"]),
         accumulation_steps=int(plan["accumulation_steps"]),

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from checkpointing.chain import Chain, ChainError
+from checkpointing.planning.chain import Chain, ChainError
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers import fleet, tasks, updates
 from orchestrator.interceptors import bearer_token, until_cancelled

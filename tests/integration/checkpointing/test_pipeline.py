@@ -6,15 +6,15 @@ import math
 import pytest
 import torch
 
-from checkpointing.execute import run_schedule
-from checkpointing.meter import memory_meter
-from checkpointing.models import build_model, cross_entropy_loss
-from checkpointing.profile import profile_stages
-from checkpointing.schedule import OpKind
-from checkpointing.simulate import simulate
-from checkpointing.solvers.baselines import store_all
-from checkpointing.solvers.persistent import min_budget, solve_persistent
-from checkpointing.split import split_model
+from checkpointing.execution.execute import run_schedule
+from checkpointing.execution.meter import memory_meter
+from checkpointing.execution.models import build_model, cross_entropy_loss
+from checkpointing.execution.profile import profile_stages
+from checkpointing.execution.split import split_model
+from checkpointing.planning.schedule import OpKind
+from checkpointing.planning.simulate import simulate
+from checkpointing.planning.solvers.baselines import store_all
+from checkpointing.planning.solvers.persistent import min_budget, solve_persistent
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from checkpointing.hardcap import TrainJob
 from edgefleet.board.emulator import (
     CPUS,
     Board,
@@ -22,6 +21,7 @@ from edgefleet.board.emulator import (
     run_guest,
 )
 from edgefleet.board.guest_training import Allocator, run_on_board
+from edgefleet.harness.hardcap import TrainJob
 
 _MEMORY_CODE = (
     "import json, platform\n"

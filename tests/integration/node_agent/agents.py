@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save, save_file
 
-from checkpointing.models import build_model
+from checkpointing.execution.models import build_model
 from tests.integration.orchestrator.fleet import ENROLL
 
 MODEL = "small_cnn"

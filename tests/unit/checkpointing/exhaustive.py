@@ -12,9 +12,9 @@ import heapq
 import itertools
 import math
 
-from checkpointing.chain import Chain
-from checkpointing.schedule import Op, OpKind
-from checkpointing.simulate import ChainState, ScheduleError
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.schedule import Op, OpKind
+from checkpointing.planning.simulate import ChainState, ScheduleError
 
 
 def _candidates(state: ChainState, last: Op | None) -> list[Op]:

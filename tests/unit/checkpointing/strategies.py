@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from checkpointing.chain import Chain
+from checkpointing.planning.chain import Chain
 
 
 @st.composite

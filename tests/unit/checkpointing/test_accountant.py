@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from checkpointing.accountant import LiveTensorAccountant
+from checkpointing.execution.accountant import LiveTensorAccountant
 
 FLOAT_BYTES = 4
 

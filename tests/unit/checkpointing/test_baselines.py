@@ -1,8 +1,8 @@
 import pytest
 
-from checkpointing.chain import Chain
-from checkpointing.simulate import simulate
-from checkpointing.solvers.baselines import (
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.simulate import simulate
+from checkpointing.planning.solvers.baselines import (
     checkpoint_sequential,
     checkpoint_sequential_memory,
     checkpoint_sequential_segments,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpointing.chain import Chain, ChainError
+from checkpointing.planning.chain import Chain, ChainError
 
 GOOD = {"fw": [1], "bw": [1, 1], "cw": [1, 1], "cbw": [0, 1], "ftmp": [0], "btmp": [0, 0]}
 

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from checkpointing.accountant import LiveTensorAccountant
-from checkpointing.chain import Chain
-from checkpointing.execute import _Step, run_schedule
-from checkpointing.profile import ProfileConfig, profile_stages
-from checkpointing.schedule import Op, Schedule
-from checkpointing.simulate import ScheduleError, simulate
+from checkpointing.execution.accountant import LiveTensorAccountant
+from checkpointing.execution.execute import _Step, run_schedule
+from checkpointing.execution.profile import ProfileConfig, profile_stages
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.schedule import Op, Schedule
+from checkpointing.planning.simulate import ScheduleError, simulate
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 ScheduleFactory = Callable[[int], Schedule]
@@ -26,7 +26,7 @@ ScheduleFactory = Callable[[int], Schedule]
 _SEED = 1234
 
 
-# Schedules, written as the operation strings of checkpointing/schedule.py.
+# Schedules, written as the operation strings of checkpointing/planning/schedule.py.
 
 
 def _store_all(length: int) -> Schedule:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from checkpointing.accountant import LiveTensorAccountant
-from checkpointing.models import (
+from checkpointing.execution.accountant import LiveTensorAccountant
+from checkpointing.execution.models import (
     FLEET_STUDENT,
     FLEET_TEACHER,
     build_model,
     classification_models,
 )
-from checkpointing.split import run_stages, split_model
+from checkpointing.execution.split import run_stages, split_model
 
 _IMAGE_SIZE = 64
 _CLASSES = 6

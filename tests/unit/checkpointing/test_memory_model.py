@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from checkpointing.chain import Chain
-from checkpointing.memory_model import (
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.memory_model import (
     MEMORY_MODEL_VERSION,
     QUANTITIES,
     MemoryModel,
@@ -167,7 +167,7 @@ def test_samples_that_cannot_determine_the_fit_are_rejected(
 
 def test_memory_model_imports_no_torch() -> None:
     code = (
-        "import sys, checkpointing.memory_model;"
+        "import sys, checkpointing.planning.memory_model;"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
     )
 

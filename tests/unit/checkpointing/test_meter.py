@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from checkpointing.accountant import LiveTensorAccountant
-from checkpointing.meter import CudaMemoryMeter, MemoryMeter, MeterError, memory_meter
+from checkpointing.execution.accountant import LiveTensorAccountant
+from checkpointing.execution.meter import CudaMemoryMeter, MemoryMeter, MeterError, memory_meter
 
 
 def test_cpu_gets_the_dispatcher_accountant() -> None:

@@ -6,8 +6,9 @@ import sys
 
 def test_pure_side_imports_no_torch() -> None:
     code = (
-        "import sys, checkpointing.solvers.persistent;"
-        "import checkpointing.solvers.revolve, checkpointing.planner, edgefleet.cli;"
+        "import sys, checkpointing.planning.solvers.persistent;"
+        "import checkpointing.planning.solvers.revolve, checkpointing.planning.planner;"
+        "import edgefleet.cli;"
         "import orchestrator.server, orchestrator.aggregation, orchestrator.job_spec;"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
     )

@@ -6,11 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checkpointing.chain import Chain
-from checkpointing.simulate import simulate
-from checkpointing.solvers import persistent_tables
-from checkpointing.solvers.baselines import store_all
-from checkpointing.solvers.persistent import _extended, discretise, min_budget, solve_persistent
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.simulate import simulate
+from checkpointing.planning.solvers import persistent_tables
+from checkpointing.planning.solvers.baselines import store_all
+from checkpointing.planning.solvers.persistent import (
+    _extended,
+    discretise,
+    min_budget,
+    solve_persistent,
+)
 from tests.unit.checkpointing.exhaustive import best_makespan
 from tests.unit.checkpointing.strategies import integer_chains, real_chains
 

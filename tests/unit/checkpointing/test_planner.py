@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checkpointing.budget import Optimizer, ProcessFacts
-from checkpointing.chain import Chain
-from checkpointing.planner import OPTIMAL, STORE_ALL, PlanError, PlanRequest, plan_training
-from checkpointing.simulate import simulate
-from checkpointing.solvers.baselines import store_all
+from checkpointing.planning.budget import Optimizer, ProcessFacts
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.planner import OPTIMAL, STORE_ALL, PlanError, PlanRequest, plan_training
+from checkpointing.planning.simulate import simulate
+from checkpointing.planning.solvers.baselines import store_all
 
 MIB = 2**20
 

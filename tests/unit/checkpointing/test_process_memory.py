@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpointing.process_memory import (
+from checkpointing.execution.process_memory import (
     ProcessMemoryError,
     clear_referenced,
     peak_rss_bytes,
@@ -39,7 +39,7 @@ def _touched_block() -> bytearray:
 # are already resident (CI once read no growth at all); a fresh interpreter measures cleanly.
 _IN_A_FRESH_PROCESS = f"""
 import json
-from checkpointing.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from checkpointing.execution.process_memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 
 def touched():
     block = bytearray({_BLOCK_BYTES})

@@ -7,12 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from checkpointing.accountant import LiveTensorAccountant
-from checkpointing.chain import Chain
-from checkpointing.execute import run_schedule
-from checkpointing.profile import ChainProfile, ProfileConfig, ProfileError, profile_stages
-from checkpointing.schedule import Op, OpKind, make_schedule
-from checkpointing.simulate import simulate
+from checkpointing.execution.accountant import LiveTensorAccountant
+from checkpointing.execution.execute import run_schedule
+from checkpointing.execution.profile import (
+    ChainProfile,
+    ProfileConfig,
+    ProfileError,
+    profile_stages,
+)
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.schedule import Op, OpKind, make_schedule
+from checkpointing.planning.simulate import simulate
 
 BATCH = 4
 CLASSES = 10

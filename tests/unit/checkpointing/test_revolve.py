@@ -2,10 +2,10 @@ import math
 
 import pytest
 
-from checkpointing.chain import Chain
-from checkpointing.schedule import OpKind
-from checkpointing.simulate import simulate
-from checkpointing.solvers.revolve import closed_form_forward_steps, revolve, revolve_table
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.schedule import OpKind
+from checkpointing.planning.simulate import simulate
+from checkpointing.planning.solvers.revolve import closed_form_forward_steps, revolve, revolve_table
 
 
 def _seed_opt(length: int, c: int, uf: float, ub: float) -> float:

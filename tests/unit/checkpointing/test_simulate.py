@@ -1,8 +1,8 @@
 import pytest
 
-from checkpointing.chain import Chain
-from checkpointing.schedule import Schedule
-from checkpointing.simulate import ScheduleError, simulate
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.schedule import Schedule
+from checkpointing.planning.simulate import ScheduleError, simulate
 
 CHAIN = Chain(
     fw=[1.0, 2.0],

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from checkpointing.split import SplitError, Stage, run_stages, split_model
+from checkpointing.execution.split import SplitError, Stage, run_stages, split_model
 
 # Stages each torchvision model gives at every valid cut (weights=None, 32 px input). ResNets: a
 # residual block is one stage (its input stays live until the add), and bn1 + relu is one stage.

@@ -1,6 +1,6 @@
 import pytest
 
-from checkpointing.units import format_size, parse_size
+from checkpointing.planning.units import format_size, parse_size
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from checkpointing.budget import ProcessFacts, ProcessTerms
-from checkpointing.calibrate import fit_process_facts, overhead_fraction
-from checkpointing.hardcap import CappedRun
-from checkpointing.planner import OPTIMAL, Plan
-from checkpointing.schedule import Schedule
+from checkpointing.planning.budget import ProcessFacts, ProcessTerms
+from checkpointing.planning.planner import OPTIMAL, Plan
+from checkpointing.planning.schedule import Schedule
 from edgefleet.board.emulator import Board, BoardError, Emulation
 from edgefleet.board.guest_sampler import GuestPeak
 from edgefleet.board.guest_training import (
@@ -36,6 +34,8 @@ from edgefleet.board.scenario import (
     scenario_named,
 )
 from edgefleet.cli import app
+from edgefleet.harness.calibrate import fit_process_facts, overhead_fraction
+from edgefleet.harness.hardcap import CappedRun
 
 MIB = 2**20
 
@@ -159,7 +159,7 @@ def test_the_agents_wrapper_runs_the_training_child_in_the_agents_process(
     board: Board, tmp_path: Path
 ) -> None:
     ran = _run_wrapper(
-        board, tmp_path, Allocator.AGENT, "-m", "checkpointing.train_child", "j.json", "r.json"
+        board, tmp_path, Allocator.AGENT, "-m", "edgefleet.harness.train_child", "j.json", "r.json"
     )
 
     assert ran.returncode == 0, ran.stderr
@@ -176,10 +176,12 @@ def test_the_agents_wrapper_runs_the_training_child_in_the_agents_process(
 
 
 def test_the_agents_wrapper_refuses_any_other_program(board: Board, tmp_path: Path) -> None:
-    ran = _run_wrapper(board, tmp_path, Allocator.AGENT, "-m", "checkpointing.profile", "x")
+    ran = _run_wrapper(
+        board, tmp_path, Allocator.AGENT, "-m", "checkpointing.execution.profile", "x"
+    )
 
     assert ran.returncode == WRAPPER_EXIT_BAD_ARGUMENTS
-    assert "expected -m checkpointing.train_child" in ran.stderr
+    assert "expected -m edgefleet.harness.train_child" in ran.stderr
     assert ran.stdout == ""
 
 
@@ -190,11 +192,11 @@ def test_the_glibc_default_wrapper_runs_what_it_is_given_without_the_fix(
         board, Emulation(), "/bin/echo", tmp_path / "peak.json", 1.0, Allocator.GLIBC_DEFAULT
     )
     ran = _run_wrapper(
-        board, tmp_path, Allocator.GLIBC_DEFAULT, "-m", "checkpointing.train_child", "j", "r"
+        board, tmp_path, Allocator.GLIBC_DEFAULT, "-m", "edgefleet.harness.train_child", "j", "r"
     )
 
     assert "EDGEFLEET_ALLOCATOR_AGENT_FIX" not in script
-    assert ran.stdout.split()[-4:] == ["-m", "checkpointing.train_child", "j", "r"]
+    assert ran.stdout.split()[-4:] == ["-m", "edgefleet.harness.train_child", "j", "r"]
 
 
 def _guest_run(result: dict[str, Any] | None) -> GuestRun:

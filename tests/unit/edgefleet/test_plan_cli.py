@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from checkpointing.chain import Chain
-from checkpointing.schedule import Schedule
-from checkpointing.simulate import simulate
+from checkpointing.planning.chain import Chain
+from checkpointing.planning.schedule import Schedule
+from checkpointing.planning.simulate import simulate
 from edgefleet.cli import app
 
 CHAIN = {

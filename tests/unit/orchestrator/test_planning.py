@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from checkpointing.chain import Chain
+from checkpointing.planning.chain import Chain
 from orchestrator.job_spec import JobSpec
 from orchestrator.planning import (
     MemoryModelPayload,

@@ -6,7 +6,7 @@ import enum
 
 import pytest
 
-from checkpointing.budget import Optimizer
+from checkpointing.planning.budget import Optimizer
 from orchestrator.outcomes import FailureKind, RoundOutcome
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, jobs_pb2
 from protos.vocabulary import FAILURE_KIND, OPTIMIZER, ROUND_OUTCOME, UnknownValue, Vocabulary

@@ -12,8 +12,8 @@ from types import ModuleType
 import pytest
 import torch
 
-from checkpointing.models import FLEET_STUDENT, FLEET_TEACHER
-from checkpointing.training import optimizer_for
+from checkpointing.execution.models import FLEET_STUDENT, FLEET_TEACHER
+from checkpointing.execution.training import optimizer_for
 from edgefleet.demo.models import build
 
 _SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "viewpoint_experiment.py"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpointing.models import FLEET_STUDENT
+from checkpointing.execution.models import FLEET_STUDENT
 from edgefleet.demo.models import (
     DEMO,
     DemoSettings,
