@@ -24,7 +24,6 @@ close (boards that join meanwhile are profiled and planned for the next round).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -35,10 +34,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+from orchestrator import rounds
 from orchestrator.aggregation import AggregationRule, Update, aggregate
 from orchestrator.events import EventKind
-from orchestrator.handlers.transfers import starting_model
-from orchestrator.handlers.updates import round_sum
 from orchestrator.job_spec import JobSpec
 from orchestrator.outcomes import RoundOutcome
 from orchestrator.planning import (
@@ -127,7 +125,7 @@ class Conductor:
 
     def _advance(self, job: JobRecord) -> None:
         state = self._state
-        spec = JobSpec.from_dict(json.loads(job.spec_json))
+        spec = JobSpec.from_stored(job.spec_json)
         current = None
         if job.status is JobStatus.RUNNING:
             rounds = state.storage.list_rounds(job.id)
@@ -413,18 +411,22 @@ class Conductor:
         made = state.storage.get_model_version(job.id, round_.number + 1)
         aggregation_s = 0.0
         if made is None:
-            base = starting_model(state, job.id, round_.number)
+            base = rounds.starting_model(state.storage, job.id, round_.number)
             base_path = store.path(base.digest)
             out = store.root / "tmp" / f"round-{round_.id}.safetensors"
             started = time.perf_counter()
             if spec.aggregation is AggregationRule.FEDAVG:
                 with state.round_lock:
-                    running = round_sum(state, round_.id, base_path)
+                    running = rounds.round_sum(
+                        state.storage, store, state.sums, round_.id, base_path
+                    )
                     if running.broken or running.keys != {u.node_id for u in updates}:
                         # Not what the registry accepted (a write that failed after its commit,
                         # an update that could not be taken back): rebuild it.
                         state.sums.pop(round_.id)
-                        running = round_sum(state, round_.id, base_path)
+                        running = rounds.round_sum(
+                            state.storage, store, state.sums, round_.id, base_path
+                        )
                     state.sums.pop(round_.id)
                 running.write(out)
             else:

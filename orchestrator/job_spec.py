@@ -28,6 +28,7 @@ An invalid file gets a ``JobSpecError`` naming the field.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -115,6 +116,11 @@ class JobSpec:
         data["aggregation"] = self.aggregation.value
         data["batch_size"] = LARGEST if self.batch_size is None else self.batch_size
         return data
+
+    @classmethod
+    def from_stored(cls, spec_json: str) -> JobSpec:
+        """A spec as the registry stores it (``to_dict`` as JSON)."""
+        return cls.from_dict(json.loads(spec_json))
 
     @classmethod
     def from_dict(cls, data: object) -> JobSpec:

@@ -238,7 +238,7 @@ def nodes(state: FleetState, hardware_class: str) -> list[NodeView]:
     active = [job for job in state.storage.list_jobs() if not job.status.is_terminal]
     wanted: list[tuple[str, int]] = []
     for job in active:
-        spec = JobSpec.from_dict(json.loads(job.spec_json))
+        spec = JobSpec.from_stored(job.spec_json)
         for model in (spec.student, spec.teacher):
             if model is not None and (model, spec.image_size) not in wanted:
                 wanted.append((model, spec.image_size))

@@ -94,7 +94,7 @@ def _open_train_task(state: FleetState, node: NodeRecord) -> TrainTask | None:
                 assignment = state.storage.update_assignment_status(
                     assignment.id, AssignmentStatus.SENT
                 )
-            spec = JobSpec.from_dict(json.loads(job.spec_json))
+            spec = JobSpec.from_stored(job.spec_json)
             weights = starting_model(state, job.id, round_.number)
             return TrainTask(
                 task_id=f"{TRAIN_PREFIX}{assignment.id}",
@@ -132,7 +132,7 @@ def _open_profile_task(state: FleetState, node: NodeRecord) -> ProfileTask | Non
 
 def _spec_of(state: FleetState, job_id: str | None) -> JobSpec | None:
     job = state.storage.get_job(job_id) if job_id else None
-    return JobSpec.from_dict(json.loads(job.spec_json)) if job else None
+    return JobSpec.from_stored(job.spec_json) if job else None
 
 
 def pull_task(state: FleetState, node_id: str, credential: str) -> Task:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from safetensors import SafetensorError, safe_open
 
+from orchestrator import rounds
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.state import FleetState
 from orchestrator.storage.model_store import DigestMismatch
@@ -116,16 +117,8 @@ def send_blob(state: FleetState, digest: str, max_chunk_bytes: int, kind: str) -
 
 
 def starting_model(state: FleetState, job_id: str, round_number: int) -> ModelVersionRecord:
-    """The global model round ``round_number`` starts from: the newest made before it.
-
-    Version 0 is the job's initial weights and version ``n + 1`` the model round ``n`` made; a
-    failed round makes none, so the next one starts from the last that did.
-    """
-    versions = [
-        version
-        for version in state.storage.list_model_versions(job_id)
-        if version.version <= round_number
-    ]
-    if not versions:
-        raise FleetError(ErrorCode.UNKNOWN_MODEL, f"job {job_id} has no model yet")
-    return max(versions, key=lambda version: version.version)
+    """``rounds.starting_model``, answered as ``UNKNOWN_MODEL`` when there is none."""
+    try:
+        return rounds.starting_model(state.storage, job_id, round_number)
+    except rounds.NoModelYet as missing:
+        raise FleetError(ErrorCode.UNKNOWN_MODEL, str(missing)) from None

@@ -18,19 +18,17 @@ registry holds accepted.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
+from orchestrator import rounds
 from orchestrator.aggregation import (
     AggregationRule,
     AlreadyFolded,
     Problem,
-    RunningSum,
     SumClosed,
     Update,
     check_update,
@@ -184,7 +182,7 @@ def _upload(
         )
     base = starting_model(state, round_.job_id, round_.number)
     max_bytes = state.model_store.size_bytes(base.digest) + _SLACK_BYTES
-    spec = job_spec(state, round_.job_id)
+    spec = rounds.job_spec(state.storage, round_.job_id)
     running = None
     # Uploads beyond the slots wait here, before reading their streams: a burst of a hundred
     # went faster a few at a time than all at once (config.upload_concurrency).
@@ -208,7 +206,9 @@ def _upload(
                     return _reject(
                         state, round_, node, header, Rejection.LATE, "the round has closed"
                     )
-                running = round_sum(state, round_.id, base_path)
+                running = rounds.round_sum(
+                    state.storage, state.model_store, state.sums, round_.id, base_path
+                )
             try:
                 problem = running.fold(node.id, update)
             except SumClosed:
@@ -283,37 +283,6 @@ def _recorded(
     except StorageConflict:
         return False
     return True
-
-
-def job_spec(state: FleetState, job_id: str) -> JobSpec:
-    job = state.storage.get_job(job_id)
-    assert job is not None, "a round's job exists (cascading delete)"
-    return JobSpec.from_dict(json.loads(job.spec_json))
-
-
-def round_sum(state: FleetState, round_id: int, base_path: Path) -> RunningSum:
-    """The running FedAvg sum of round ``round_id``; rebuilt from its recorded updates if need be.
-
-    Call under ``state.round_lock``. After a restart (or a dropped sum) every update the registry
-    holds as accepted is folded in again from the model store, so each acknowledged update counts.
-    """
-    running = state.sums.get(round_id)
-    if running is not None and running.global_path == base_path and not running.broken:
-        return running
-    running = RunningSum(base_path)
-    for record in state.storage.list_updates(round_id, status=UpdateStatus.ACCEPTED):
-        problem = running.add(
-            record.node_id,
-            Update(state.model_store.path(record.blob_digest or ""), record.num_samples),
-        )
-        if problem is not None:
-            # It passed when it arrived: the stored file changed since, which content
-            # addressing rules out short of disk damage. It cannot count; say so loudly.
-            _LOG.error(
-                "round %d: accepted update of %s unusable: %s", round_id, record.node_id, problem[1]
-            )
-    state.sums.put(round_id, running)
-    return running
 
 
 def _may_close(state: FleetState, round_: RoundRecord, spec: JobSpec, accepted: int | None) -> bool:

@@ -116,7 +116,7 @@ _REJECTION_CODES = {reason.value: reason.proto_code for reason in Rejection}
 
 
 def _job(state: FleetState, record: JobRecord) -> jobs_pb2.Job:
-    spec = JobSpec.from_dict(json.loads(record.spec_json))
+    spec = JobSpec.from_stored(record.spec_json)
     progress = jobs.progress(state, record)
     return jobs_pb2.Job(
         job_id=record.id,
