@@ -18,7 +18,6 @@ registry holds accepted.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from orchestrator.aggregation import (
     AggregationRule,
     AlreadyFolded,
     Problem,
+    RunningSum,
     SumClosed,
     Update,
     check_update,
@@ -50,6 +50,7 @@ from orchestrator.storage import StorageConflict
 from orchestrator.storage.records import (
     AssignmentRecord,
     AssignmentStatus,
+    ModelVersionRecord,
     NewUpdate,
     NodeRecord,
     RoundRecord,
@@ -57,7 +58,6 @@ from orchestrator.storage.records import (
     UpdateStatus,
 )
 
-_LOG = logging.getLogger(__name__)
 _SLACK_BYTES = 1 << 20
 """An update may exceed its global model by this much (safetensors headers differ in length)."""
 _PROBLEMS = {
@@ -152,37 +152,97 @@ def _upload_slot(state: FleetState) -> Iterator[None]:
         state.upload_slots.release()
 
 
+class _Refused(Exception):
+    """An upload turned away: recorded as a rejection event and answered as the verdict."""
+
+    def __init__(self, reason: Rejection, message: str, round_: RoundRecord | None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.round_ = round_
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """An upload's place: its node, assignment, open round, the model the round started from."""
+
+    node: NodeRecord
+    assignment: AssignmentRecord
+    round_: RoundRecord
+    base: ModelVersionRecord
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class _Received:
+    """An upload stored and judged; under FedAvg folded into ``running``, pending until the
+    verdict is recorded (``None`` for the coordinate-wise rules, which read it at the end)."""
+
+    digest: str
+    verdict: RejectedUpdate | None
+    running: RunningSum | None
+
+
 def _upload(
     state: FleetState,
     credential: str,
     header: UpdateHeader,
     chunks: Iterable[tuple[int, bytes]],
 ) -> UploadVerdict:
+    """Admit the upload, receive (and fold) it, record the verdict: each step may refuse it."""
     node = authenticate(state, header.node_id, credential)
     if header.num_samples < 1:
         raise FleetError(ErrorCode.INVALID_REQUEST, "must be at least 1", "header.num_samples")
+    try:
+        admitted = _admit(state, node, header)
+        received = _receive(state, admitted, header, chunks)
+        wake = _record(state, admitted, header, received)
+    except _Refused as refused:
+        return _reject(state, refused.round_, node, header, refused.reason, refused.message)
+    round_ = admitted.round_
+    _announce(
+        state, round_, node, header, received.verdict, admitted.assignment.predicted_peak_bytes
+    )
+    if received.verdict is None and header.measured_peak_bytes:
+        state.metrics.measured_peak.labels(round_.job_id, node.id, node.hardware_class).set(
+            header.measured_peak_bytes
+        )
+    if wake:
+        state.wake.set()
+    return UploadVerdict(received.verdict, header.blob.total_bytes)
+
+
+def _admit(state: FleetState, node: NodeRecord, header: UpdateHeader) -> _Admitted:
+    """The upload's assignment in an open round it has not delivered to yet; else refused."""
     found = _assignment(state, node, header)
     if found is None:
-        return _reject(
-            state,
-            None,
-            node,
-            header,
+        raise _Refused(
             Rejection.NOT_ASSIGNED,
             f"{header.task_id!r} is not "
             f"this node's task for round {header.round} of job {header.job_id}",
+            None,
         )
     assignment, round_ = found
     if _closed(state, round_):
-        return _reject(state, round_, node, header, Rejection.LATE, "the round has closed")
-    # A recorded update marks its assignment done (a race past this is a StorageConflict below).
+        raise _Refused(Rejection.LATE, "the round has closed", round_)
+    # A recorded update marks its assignment done (a race past this is a StorageConflict later).
     if assignment.status is AssignmentStatus.DONE:
-        return _reject(
-            state, round_, node, header, Rejection.DUPLICATE, "this node already delivered"
-        )
+        raise _Refused(Rejection.DUPLICATE, "this node already delivered", round_)
     base = starting_model(state, round_.job_id, round_.number)
-    max_bytes = state.model_store.size_bytes(base.digest) + _SLACK_BYTES
     spec = rounds.job_spec(state.storage, round_.job_id)
+    return _Admitted(node, assignment, round_, base, spec)
+
+
+def _receive(
+    state: FleetState,
+    admitted: _Admitted,
+    header: UpdateHeader,
+    chunks: Iterable[tuple[int, bytes]],
+) -> _Received:
+    """Store the update's bytes (checked against its header), then judge it: under FedAvg by
+    folding it into the round's running sum, else by checking it against the model."""
+    node, round_ = admitted.node, admitted.round_
+    max_bytes = state.model_store.size_bytes(admitted.base.digest) + _SLACK_BYTES
     running = None
     # Uploads beyond the slots wait here, before reading their streams: a burst of a hundred
     # went faster a few at a time than all at once (config.upload_concurrency).
@@ -193,61 +253,58 @@ def _upload(
             reason = _TRANSFER_ERRORS.get(exc.code)
             if reason is None:
                 raise
-            return _reject(state, round_, node, header, reason, exc.public_message)
-        base_path = state.model_store.path(base.digest)
+            raise _Refused(reason, exc.public_message, round_) from None
+        base_path = state.model_store.path(admitted.base.digest)
         update = Update(state.model_store.path(digest), header.num_samples)
-        if spec.aggregation is AggregationRule.FEDAVG:
+        if admitted.spec.aggregation is AggregationRule.FEDAVG:
             # FedAvg reads the update once: checked and folded into the round's running sum
             # together, outside the round lock (the sum has its own), pending until recorded.
             with state.round_lock:
                 # Closed while this upload arrived: its sum may be gone, and rebuilding one for
                 # a closed round would read every update of it again for nothing.
                 if _closed(state, _current(state, round_)):
-                    return _reject(
-                        state, round_, node, header, Rejection.LATE, "the round has closed"
-                    )
+                    raise _Refused(Rejection.LATE, "the round has closed", round_)
                 running = rounds.round_sum(
                     state.storage, state.model_store, state.sums, round_.id, base_path
                 )
             try:
                 problem = running.fold(node.id, update)
             except SumClosed:
-                return _reject(state, round_, node, header, Rejection.LATE, "the round has closed")
+                raise _Refused(Rejection.LATE, "the round has closed", round_) from None
             except AlreadyFolded:
-                return _reject(
-                    state, round_, node, header, Rejection.DUPLICATE, "this node already delivered"
-                )
+                raise _Refused(Rejection.DUPLICATE, "this node already delivered", round_) from None
         else:
             # The coordinate-wise rules read every update again at aggregation.
             problem = check_update(base_path, update)
     verdict = None if problem is None else RejectedUpdate(_PROBLEMS[problem[0]], problem[1])
-    pending = running is not None and verdict is None
+    return _Received(digest, verdict, running)
+
+
+def _record(
+    state: FleetState, admitted: _Admitted, header: UpdateHeader, received: _Received
+) -> bool:
+    """Record the verdict and settle the fold under the round lock (closing the round sees both
+    or neither); whether the conductor should look at the round now."""
+    node, round_, running = admitted.node, admitted.round_, received.running
+    pending = running is not None and received.verdict is None
     try:
         with state.round_lock:
             current = _current(state, round_)
             if _closed(state, current):
-                return _reject(state, current, node, header, Rejection.LATE, "the round has closed")
-            if not _recorded(state, assignment, node, header, digest, verdict):
-                return _reject(
-                    state, round_, node, header, Rejection.DUPLICATE, "this node already delivered"
-                )
+                raise _Refused(Rejection.LATE, "the round has closed", current)
+            recorded = _recorded(
+                state, admitted.assignment, node, header, received.digest, received.verdict
+            )
+            if not recorded:
+                raise _Refused(Rejection.DUPLICATE, "this node already delivered", round_)
             if running is not None and pending:
-                # Counted as recorded, under the round lock: closing the round sees both or
-                # neither.
                 running.settle(node.id, keep=True)
                 pending = False
-            wake = _may_close(state, current, spec, None if running is None else len(running.keys))
+            accepted = None if running is None else len(running.keys)
+            return _may_close(state, current, admitted.spec, accepted)
     finally:
         if running is not None and pending:
             running.settle(node.id, keep=False)
-    _announce(state, round_, node, header, verdict, assignment.predicted_peak_bytes)
-    if verdict is None and header.measured_peak_bytes:
-        state.metrics.measured_peak.labels(round_.job_id, node.id, node.hardware_class).set(
-            header.measured_peak_bytes
-        )
-    if wake:
-        state.wake.set()
-    return UploadVerdict(verdict, header.blob.total_bytes)
 
 
 def _current(state: FleetState, round_: RoundRecord) -> RoundRecord:
