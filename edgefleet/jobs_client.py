@@ -45,6 +45,26 @@ class JobsClient:
         job: jobs_pb2.Job = response.job
         return job
 
+    def list_jobs(self) -> list[jobs_pb2.Job]:
+        """Every job, newest first, page after page."""
+        found: list[jobs_pb2.Job] = []
+        token = ""
+        while True:
+            request = jobs_pb2.ListJobsRequest(page_token=token)
+            response = self._stub.ListJobs(
+                request, metadata=self._metadata, timeout=self._timeout_s
+            )
+            found.extend(response.jobs)
+            token = response.next_page_token
+            if not token:
+                return found
+
+    def cancel(self, job_id: str) -> jobs_pb2.Job:
+        request = jobs_pb2.CancelJobRequest(job_id=job_id)
+        response = self._stub.CancelJob(request, metadata=self._metadata, timeout=self._timeout_s)
+        job: jobs_pb2.Job = response.job
+        return job
+
     def list_nodes(self, hardware_class: str = "") -> list[jobs_pb2.Node]:
         request = jobs_pb2.ListNodesRequest(hardware_class=hardware_class)
         response = self._stub.ListNodes(request, metadata=self._metadata, timeout=self._timeout_s)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -37,7 +37,6 @@ TlsKey = Annotated[
     typer.Option("--tls-key", envvar="EDGEFLEET_TLS_KEY", help="Client key (mutual TLS)."),
 ]
 _TIMEOUT_S = 30.0
-T = TypeVar("T")
 
 
 def _tls(ca: Path | None, cert: Path | None, key: Path | None) -> Any:
@@ -51,15 +50,6 @@ def _tls(ca: Path | None, cert: Path | None, key: Path | None) -> Any:
         if path is not None and not path.is_file():
             fail(f"{option}: no such file {path}")
     return TlsFiles(ca, cert, key) if ca is not None else None
-
-
-@contextmanager
-def _stub(coordinator: str, tls: Any) -> Iterator[Any]:
-    from node_agent.client import open_channel
-    from protos.edgefleet.v1 import jobs_pb2_grpc
-
-    with open_channel(coordinator, tls) as channel:
-        yield jobs_pb2_grpc.JobsServiceStub(channel)
 
 
 @contextmanager
@@ -83,13 +73,6 @@ def _rpc_errors(coordinator: str) -> Iterator[None]:
         if code is grpc.StatusCode.UNAVAILABLE:
             fail(f"cannot reach the coordinator at {coordinator}: {error.details()}")
         fail(f"{code.name.lower()}: {error.details()}")
-
-
-def _call(method: Callable[..., T], request: object, admin_token: str, coordinator: str) -> T:
-    metadata = [("authorization", f"Bearer {admin_token}")]
-    with _rpc_errors(coordinator):
-        return method(request, metadata=metadata, timeout=_TIMEOUT_S)
-    raise AssertionError("unreachable: _rpc_errors exits on error")
 
 
 def _message_dict(message: Any) -> dict[str, object]:
@@ -164,12 +147,12 @@ def get(
     as_json: AsJson = False,
 ) -> None:
     """Show one job."""
-    from protos.edgefleet.v1 import jobs_pb2
-
-    with _stub(coordinator, _tls(tls_ca, tls_cert, tls_key)) as stub:
-        request = jobs_pb2.GetJobRequest(job_id=job_id)
-        response = _call(stub.GetJob, request, admin_token, coordinator)
-    _show(response.job, as_json)
+    with (
+        _rpc_errors(coordinator),
+        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
+    ):
+        job = client.get(job_id)
+    _show(job, as_json)
 
 
 @app.command("list")
@@ -182,18 +165,11 @@ def list_jobs(
     as_json: AsJson = False,
 ) -> None:
     """List every job, newest first."""
-    from protos.edgefleet.v1 import jobs_pb2
-
-    found: list[Any] = []
-    token = ""
-    with _stub(coordinator, _tls(tls_ca, tls_cert, tls_key)) as stub:
-        while True:
-            request = jobs_pb2.ListJobsRequest(page_token=token)
-            response = _call(stub.ListJobs, request, admin_token, coordinator)
-            found.extend(response.jobs)
-            token = response.next_page_token
-            if not token:
-                break
+    with (
+        _rpc_errors(coordinator),
+        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
+    ):
+        found = client.list_jobs()
     if as_json:
         print_json([_message_dict(job) for job in found])
         return
@@ -212,12 +188,12 @@ def cancel(
     as_json: AsJson = False,
 ) -> None:
     """Cancel a job that has not finished."""
-    from protos.edgefleet.v1 import jobs_pb2
-
-    with _stub(coordinator, _tls(tls_ca, tls_cert, tls_key)) as stub:
-        request = jobs_pb2.CancelJobRequest(job_id=job_id)
-        response = _call(stub.CancelJob, request, admin_token, coordinator)
-    _show(response.job, as_json)
+    with (
+        _rpc_errors(coordinator),
+        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
+    ):
+        job = client.cancel(job_id)
+    _show(job, as_json)
 
 
 @app.command("watch")
@@ -297,15 +273,15 @@ def list_nodes(
     as_json: AsJson = False,
 ) -> None:
     """List nodes with their hardware, liveness and memory models."""
-    from protos.edgefleet.v1 import jobs_pb2
-
-    with _stub(coordinator, _tls(tls_ca, tls_cert, tls_key)) as stub:
-        request = jobs_pb2.ListNodesRequest(hardware_class=hardware_class)
-        response = _call(stub.ListNodes, request, admin_token, coordinator)
+    with (
+        _rpc_errors(coordinator),
+        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
+    ):
+        nodes = client.list_nodes(hardware_class)
     if as_json:
-        print_json([_message_dict(node) for node in response.nodes])
+        print_json([_message_dict(node) for node in nodes])
         return
-    for node in response.nodes:
+    for node in nodes:
         state = "alive" if node.alive else "lost"
         plans = ", ".join(
             f"batch {p.plan.batch_size} {p.plan.strategy}" if p.fits else "does not fit"
