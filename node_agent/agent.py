@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import TypeVar
 
@@ -30,7 +31,7 @@ from checkpointing.execution.training import is_out_of_memory
 from node_agent import identity as identity_store
 from node_agent.arena import Arena
 from node_agent.backoff import Backoff
-from node_agent.board_classes import device_tree_model, recognise
+from node_agent.board_classes import BoardClass, device_tree_model, recognise
 from node_agent.cgroup_limit import cgroup_memory_limit_bytes
 from node_agent.client import FleetClient, open_channel
 from node_agent.config import AgentConfig
@@ -39,7 +40,7 @@ from node_agent.hardware import detect, ram_bytes
 from node_agent.memory_budget import MemoryBudget, resolve_budget
 from node_agent.outbox import Outbox, PendingUpdate
 from node_agent.profiling import run_profile
-from node_agent.runtime import measure_runtime
+from node_agent.runtime import RuntimeBaseline, measure_runtime
 from node_agent.trainer import InvalidTask, MemoryGuardTripped, TaskStopped, train_round
 from node_agent.weights import WeightsError, load_into, read_state_dict, weights_file
 from protos.edgefleet.v1 import common_pb2, fleet_pb2
@@ -71,49 +72,109 @@ def agent_version() -> str:
         return "dev"
 
 
+@dataclass(frozen=True)
+class Startup:
+    """What the agent learns of its own process and board before it dials the coordinator."""
+
+    runtime: RuntimeBaseline
+    """Private memory plus file allowance after the warm-up and the frames (logged beside)."""
+    runtime_baseline_bytes: int
+    """The whole RSS then: what the coordinator plans training above."""
+    board: BoardClass | None
+    budget: MemoryBudget
+    arena: Arena | None
+    frames: dict[int, torch.Tensor]
+    """The board's frames at the camera's own size, loaded before the baseline was read."""
+
+
+def start_up(config: AgentConfig) -> Startup:
+    """Warm the runtime up, load the frames, then read the baseline and resolve the budget."""
+    runtime = measure_runtime(config.threads)
+    frames = _preloaded_frames(config)
+    board = recognise(device_tree_model(), ram_bytes())
+    # Everything this process holds before any model, the board's frames included, is the
+    # runtime baseline the coordinator plans training above. Planned and guarded in whole RSS
+    # (VmRSS, VmHWM) still: with private memory plus the file allowance the demo's steps
+    # overshot their plans by 40-70 MB of private memory that no profile term covers yet
+    # (docs/agent.md); the steadier figures are logged.
+    return Startup(
+        runtime=runtime.remeasured(),
+        runtime_baseline_bytes=rss_bytes(),
+        board=board,
+        budget=_memory_budget(config, board),
+        arena=Arena.loaded(),
+        frames=frames,
+    )
+
+
+def _preloaded_frames(config: AgentConfig) -> dict[int, torch.Tensor]:
+    """The frames at the camera's own size, held from the start: tasks at that size (the usual
+    case) add nothing to what the baseline measured."""
+    side = native_side(config.frames)
+    if side is None:
+        return {}
+    try:
+        loaded = load_frames(config.frames, side)
+    except FramesError as error:
+        _LOG.warning("frames not preloaded: %s", error)
+        return {}
+    if loaded.skipped:
+        _LOG.warning("%d frames skipped (unreadable)", len(loaded.skipped))
+    return {side: loaded.images}
+
+
+def _memory_budget(config: AgentConfig, board: BoardClass | None) -> MemoryBudget:
+    limit = cgroup_memory_limit_bytes()
+    # A limit at or above the RAM limits nothing the RAM does not.
+    if limit is not None and limit >= ram_bytes():
+        limit = None
+    return resolve_budget(config.memory_budget_bytes, limit, board)
+
+
 class Agent:
-    def __init__(self, config: AgentConfig, stop: threading.Event) -> None:
+    """One board's agent: ``start`` measures and connects, ``run`` works until stopped. The
+    constructor only keeps what it is given."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        stop: threading.Event,
+        startup: Startup,
+        channel: grpc.Channel,
+    ) -> None:
         self._config = config
         self._stop = stop
-        runtime = measure_runtime(config.threads)
-        self._arena = Arena.loaded()
-        self._channel = open_channel(config.coordinator, config.tls)
-        self._client = FleetClient(self._channel)
+        self._arena = startup.arena
+        self._channel = channel
+        self._client = FleetClient(channel)
         self._outbox = Outbox(config.data_dir)
         self._current_task = ""
         self._current_job = ""
         self._cancelled = threading.Event()
         self._teachers: dict[tuple[str, int], nn.Module] = {}
-        self._frames: dict[int, torch.Tensor] = {}
-        self._preload_frames()
-        # Everything this process holds before any model, the board's frames included, is the
-        # runtime baseline the coordinator plans training above.
-        self._runtime = runtime.remeasured()
-        # Planned and guarded in whole RSS (VmRSS, VmHWM) still: with private memory plus the
-        # file allowance the demo's steps overshot their plans by 40-70 MB of private memory
-        # that no profile term covers yet (docs/agent.md); the steadier figures are logged.
-        self.runtime_baseline_bytes = rss_bytes()
-        self._board = recognise(device_tree_model(), ram_bytes())
-        self.budget = self._memory_budget()
+        self._frames = dict(startup.frames)
+        self._runtime = startup.runtime
+        self.runtime_baseline_bytes = startup.runtime_baseline_bytes
+        self._board = startup.board
+        self.budget = startup.budget
         self.hardware_class = ""
+
+    @classmethod
+    def start(cls, config: AgentConfig, stop: threading.Event) -> Agent:
+        """Warm up, measure, load the frames and open the channel; then the agent."""
+        startup = start_up(config)
         _LOG.info(
             "runtime baseline %d bytes (private %d + %d of %d file bytes used), allocator %s; "
             "memory budget %d bytes (%s)",
-            self.runtime_baseline_bytes,
-            self._runtime.rss_anon_bytes + self._runtime.rss_shmem_bytes,
-            self._runtime.file_allowance_bytes,
-            self._runtime.rss_file_bytes,
-            self._runtime.allocator,
-            self.budget.budget_bytes,
-            self.budget.source.value,
+            startup.runtime_baseline_bytes,
+            startup.runtime.rss_anon_bytes + startup.runtime.rss_shmem_bytes,
+            startup.runtime.file_allowance_bytes,
+            startup.runtime.rss_file_bytes,
+            startup.runtime.allocator,
+            startup.budget.budget_bytes,
+            startup.budget.source.value,
         )
-
-    def _memory_budget(self) -> MemoryBudget:
-        limit = cgroup_memory_limit_bytes()
-        # A limit at or above the RAM limits nothing the RAM does not.
-        if limit is not None and limit >= ram_bytes():
-            limit = None
-        return resolve_budget(self._config.memory_budget_bytes, limit, self._board)
+        return cls(config, stop, startup, open_channel(config.coordinator, config.tls))
 
     def _hardware_class(self) -> str:
         """The operator's name for the board's kind, else its recognised class, else "" (the
@@ -307,17 +368,6 @@ class Agent:
             load_into(teacher, state, f"the weights of {name}")
             self._teachers[key] = teacher.eval().requires_grad_(False)
         return self._teachers[key]
-
-    def _preload_frames(self) -> None:
-        """The frames at the camera's own size, held from the start: tasks at that size (the
-        usual case) add nothing to what the baseline measured."""
-        side = native_side(self._config.frames)
-        if side is None:
-            return
-        try:
-            self._board_frames(side)
-        except FramesError as error:
-            _LOG.warning("frames not preloaded: %s", error)
 
     def _board_frames(self, image_size: int) -> torch.Tensor:
         if image_size not in self._frames:

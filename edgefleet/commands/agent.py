@@ -84,7 +84,7 @@ def run(
     from node_agent.agent import Agent, EnrollmentRefused
 
     try:
-        Agent(config, stop).run()
+        Agent.start(config, stop).run()
     except EnrollmentRefused as exc:
         fail(f"the coordinator at {coordinator} refused the enrollment token: {exc}")
     except ValueError as exc:
