@@ -43,7 +43,7 @@ from orchestrator.planning import (
     PROFILE_BATCH_SIZES,
     MemoryModelPayload,
     NodePlanResult,
-    plan_fields,
+    StoredPlan,
     plan_node,
     profile_image_sizes,
 )
@@ -347,15 +347,15 @@ class Conductor:
         for node_id in chosen:
             plan = planned[node_id]
             assert plan.plan_json is not None, "a fitting plan has its plan"
-            fields = plan_fields(plan.plan_json)
+            stored = StoredPlan.from_json(plan.plan_json)
             state.storage.create_assignment(
                 NewAssignment(
                     round_id=round_.id,
                     node_id=node_id,
-                    batch_size=int(str(fields["batch_size"])),
-                    accumulation_steps=int(str(fields["accumulation_steps"])),
+                    batch_size=stored.batch_size,
+                    accumulation_steps=stored.accumulation_steps,
                     schedule_json=plan.plan_json,
-                    predicted_peak_bytes=int(str(fields["predicted_peak_bytes"])),
+                    predicted_peak_bytes=stored.predicted_peak_bytes,
                 )
             )
             state.idle_pulls.wake(node_id)

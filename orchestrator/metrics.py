@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from orchestrator.errors import Rejection
 from orchestrator.interceptors import BehaviourInterceptor
-from orchestrator.planning import plan_fields
+from orchestrator.planning import StoredPlan
 from orchestrator.storage import Storage
 from orchestrator.storage.records import JobStatus, RoundStatus
 
@@ -96,9 +96,9 @@ class _FleetCollector(Collector):
             if plan.job_id not in active_jobs:
                 continue
             key = [plan.job_id, plan.node_id, classes.get(plan.node_id, "")]
-            fields = plan_fields(plan.plan_json) if plan.plan_json else {}
-            batch.add_metric(key, float(str(fields.get("batch_size", 0))))
-            predicted.add_metric(key, float(str(fields.get("predicted_peak_bytes", 0))))
+            stored = StoredPlan.from_json(plan.plan_json) if plan.plan_json else None
+            batch.add_metric(key, stored.batch_size if stored else 0)
+            predicted.add_metric(key, stored.predicted_peak_bytes if stored else 0)
             budget.add_metric(key, plan.budget_bytes)
         yield batch
         yield predicted

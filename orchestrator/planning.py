@@ -13,7 +13,7 @@ fitted model and the allocator overhead the board measured beside it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from checkpointing.planning.budget import Optimizer, ProcessFacts
@@ -200,8 +200,36 @@ def plan_node(
     return NodePlanResult(fits=True, plan=plan, budget_bytes=budget)
 
 
-def plan_fields(plan_json: str) -> Mapping[str, object]:
-    """A stored plan (``Plan.to_dict``) as a mapping."""
-    data = json.loads(plan_json)
-    assert isinstance(data, dict), "plans are stored as JSON objects"
-    return data
+@dataclass(frozen=True)
+class StoredPlan:
+    """A board's plan as the registry keeps it (``NodePlanResult.plan_json``), typed: what the
+    conductor assigns, the metrics show and the protocol carries."""
+
+    batch_size: int
+    accumulation_steps: int
+    strategy: str
+    sequence: tuple[str, ...]
+    """The schedule's operations (``Fe_0``, ``Bwd_0``, ...)."""
+    predicted_peak_bytes: int
+    time_overhead: float
+    throughput: float
+    store_all_max_batch: int
+    budget_bytes: int
+    notes: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, plan_json: str) -> StoredPlan:
+        data = json.loads(plan_json)
+        assert isinstance(data, dict), "plans are stored as JSON objects"
+        return cls(
+            batch_size=int(data["batch_size"]),
+            accumulation_steps=int(data["accumulation_steps"]),
+            strategy=str(data["strategy"]),
+            sequence=tuple(str(op) for op in data["sequence"]),
+            predicted_peak_bytes=int(data["predicted_peak_bytes"]),
+            time_overhead=float(data["time_overhead"]),
+            throughput=float(data["throughput"]),
+            store_all_max_batch=int(data["store_all_max_batch"]),
+            budget_bytes=int(data.get("budget_bytes", 0)),
+            notes=tuple(str(note) for note in data.get("notes", [])),
+        )

@@ -8,7 +8,6 @@ when to ask again). Task ids name their kind and record: ``train-<assignment id>
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from orchestrator.planning import (
     MemoryModelPayload,
     ProfileRejected,
     ProfileSample,
+    StoredPlan,
     fit_profiles,
 )
 from orchestrator.state import FleetState
@@ -55,10 +55,9 @@ class TrainTask:
     round_record: RoundRecord
 
     @property
-    def plan(self) -> dict[str, object]:
-        data = json.loads(self.assignment.schedule_json)
-        assert isinstance(data, dict), "assignments hold their plan as a JSON object"
-        return data
+    def plan(self) -> StoredPlan:
+        """Assignments hold the whole plan they were made from (``schedule_json``)."""
+        return StoredPlan.from_json(self.assignment.schedule_json)
 
 
 @dataclass(frozen=True)

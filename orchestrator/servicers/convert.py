@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from orchestrator.errors import ErrorCode, FleetError
 from orchestrator.handlers.transfers import BlobHeader, OutgoingBlob
+from orchestrator.planning import StoredPlan
 from orchestrator.storage.records import Hardware
 from protos.edgefleet.v1 import common_pb2, fleet_pb2
 
@@ -42,26 +43,22 @@ def hardware_to_proto(hardware: Hardware) -> common_pb2.Hardware:
     )
 
 
-def plan_to_proto(
-    plan: Mapping[str, Any], predicted_peak_bytes: int | None = None
-) -> common_pb2.Plan:
-    """A stored plan (``checkpointing.planning.planner.Plan.to_dict``) as the protocol's
-    ``Plan``."""
+def plan_to_proto(plan: StoredPlan, predicted_peak_bytes: int | None = None) -> common_pb2.Plan:
+    """A stored plan as the protocol's ``Plan`` (``predicted_peak_bytes``: the assignment's,
+    where it was recorded with the round)."""
     return common_pb2.Plan(
-        batch_size=int(plan["batch_size"]),
-        accumulation_steps=int(plan["accumulation_steps"]),
-        strategy=str(plan["strategy"]),
-        schedule=[str(op) for op in plan["sequence"]],
-        budget_bytes=int(plan.get("budget_bytes", 0)),
-        predicted_peak_bytes=int(
-            predicted_peak_bytes
-            if predicted_peak_bytes is not None
-            else plan["predicted_peak_bytes"]
+        batch_size=plan.batch_size,
+        accumulation_steps=plan.accumulation_steps,
+        strategy=plan.strategy,
+        schedule=list(plan.sequence),
+        budget_bytes=plan.budget_bytes,
+        predicted_peak_bytes=(
+            predicted_peak_bytes if predicted_peak_bytes is not None else plan.predicted_peak_bytes
         ),
-        time_overhead=float(plan["time_overhead"]),
-        throughput_samples_per_s=float(plan["throughput"]),
-        store_all_max_batch_size=int(plan["store_all_max_batch"]),
-        notes=[str(note) for note in plan.get("notes", [])],
+        time_overhead=plan.time_overhead,
+        throughput_samples_per_s=plan.throughput,
+        store_all_max_batch_size=plan.store_all_max_batch,
+        notes=list(plan.notes),
     )
 
 

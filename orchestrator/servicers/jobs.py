@@ -11,7 +11,7 @@ from orchestrator.errors import ErrorCode, FleetError, Rejection
 from orchestrator.events import EventKind
 from orchestrator.handlers import jobs
 from orchestrator.job_spec import LARGEST, JobSpec
-from orchestrator.planning import plan_fields
+from orchestrator.planning import StoredPlan
 from orchestrator.servicers.convert import (
     blob_header_from_proto,
     chunks_from,
@@ -203,7 +203,7 @@ def _node_plan(plan: NodePlanRecord) -> jobs_pb2.NodePlan:
             message=plan.message,
         )
     return jobs_pb2.NodePlan(
-        job_id=plan.job_id, fits=True, plan=plan_to_proto(plan_fields(plan.plan_json))
+        job_id=plan.job_id, fits=True, plan=plan_to_proto(StoredPlan.from_json(plan.plan_json))
     )
 
 

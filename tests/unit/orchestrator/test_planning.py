@@ -12,6 +12,7 @@ from orchestrator.planning import (
     MemoryModelPayload,
     ProfileRejected,
     ProfileSample,
+    StoredPlan,
     budget_bytes,
     fit_profiles,
     plan_node,
@@ -178,3 +179,17 @@ def test_payloads_stored_before_boards_measured_libraries_read_as_none_loaded() 
 
     assert payload.model_library_bytes == 0
     assert MemoryModelPayload.from_json(_payload().to_json()) == _payload()
+
+
+def test_a_stored_plan_reads_back_typed_as_it_was_made() -> None:
+    spec = JobSpec(student="tiny", image_size=32, rounds=1, local_steps=1, learning_rate=0.1)
+    result = plan_node(spec, _hardware(400 * MIB), _payload(), None, ram_fraction=0.85)
+    assert result.plan is not None and result.plan_json() is not None
+
+    stored = StoredPlan.from_json(result.plan_json() or "")
+
+    assert stored.batch_size == result.plan.batch_size
+    assert stored.predicted_peak_bytes == result.plan.predicted_peak_bytes
+    assert stored.sequence == tuple(result.plan.schedule.to_strings())
+    assert stored.budget_bytes == result.budget_bytes
+    assert stored.store_all_max_batch == result.plan.store_all_max_batch
