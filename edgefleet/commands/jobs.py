@@ -62,6 +62,22 @@ def _client(coordinator: str, admin_token: str, tls: Any) -> Iterator[Any]:
 
 
 @contextmanager
+def _connected(
+    coordinator: str,
+    admin_token: str,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> Iterator[Any]:
+    """A jobs client on a channel to ``coordinator``, its call failures as clear messages."""
+    with (
+        _rpc_errors(coordinator),
+        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
+    ):
+        yield client
+
+
+@contextmanager
 def _rpc_errors(coordinator: str) -> Iterator[None]:
     """A failed call (or stream) as a clear message and exit status, never a traceback."""
     import grpc
@@ -116,10 +132,7 @@ def submit(
         spec, weights = load_job_file(file)
     except JobSpecError as exc:
         fail(f"{file}: {exc}")
-    with (
-        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
-        _rpc_errors(coordinator),
-    ):
+    with _connected(coordinator, admin_token, tls_ca, tls_cert, tls_key) as client:
         if weights is not None:
             spec = dataclasses.replace(
                 spec, initial_weights_sha256_hex=client.upload_weights(_read(weights))
@@ -147,10 +160,7 @@ def get(
     as_json: AsJson = False,
 ) -> None:
     """Show one job."""
-    with (
-        _rpc_errors(coordinator),
-        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
-    ):
+    with _connected(coordinator, admin_token, tls_ca, tls_cert, tls_key) as client:
         job = client.get(job_id)
     _show(job, as_json)
 
@@ -165,10 +175,7 @@ def list_jobs(
     as_json: AsJson = False,
 ) -> None:
     """List every job, newest first."""
-    with (
-        _rpc_errors(coordinator),
-        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
-    ):
+    with _connected(coordinator, admin_token, tls_ca, tls_cert, tls_key) as client:
         found = client.list_jobs()
     if as_json:
         print_json([_message_dict(job) for job in found])
@@ -188,10 +195,7 @@ def cancel(
     as_json: AsJson = False,
 ) -> None:
     """Cancel a job that has not finished."""
-    with (
-        _rpc_errors(coordinator),
-        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
-    ):
+    with _connected(coordinator, admin_token, tls_ca, tls_cert, tls_key) as client:
         job = client.cancel(job_id)
     _show(job, as_json)
 
@@ -214,10 +218,7 @@ def watch(
     from protos.edgefleet.v1 import jobs_pb2
 
     final = jobs_pb2.JOB_STATE_UNSPECIFIED
-    with (
-        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
-        _rpc_errors(coordinator),
-    ):
+    with _connected(coordinator, admin_token, tls_ca, tls_cert, tls_key) as client:
         for event in client.follow(job_id):
             if event.HasField("state_changed"):
                 final = event.state_changed.state
@@ -245,10 +246,7 @@ def download(
     """Download a job's model (its final model once it succeeded), checked against its digest."""
     from protos.transfer import TransferError
 
-    with (
-        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
-        _rpc_errors(coordinator),
-    ):
+    with _connected(coordinator, admin_token, tls_ca, tls_cert, tls_key) as client:
         try:
             data = client.download_model(job_id, version)
         except TransferError as exc:
@@ -273,10 +271,7 @@ def list_nodes(
     as_json: AsJson = False,
 ) -> None:
     """List nodes with their hardware, liveness and memory models."""
-    with (
-        _rpc_errors(coordinator),
-        _client(coordinator, admin_token, _tls(tls_ca, tls_cert, tls_key)) as client,
-    ):
+    with _connected(coordinator, admin_token, tls_ca, tls_cert, tls_key) as client:
         nodes = client.list_nodes(hardware_class)
     if as_json:
         print_json([_message_dict(node) for node in nodes])
