@@ -1,7 +1,9 @@
 """The coordinator's configuration: one typed, validated dataclass.
 
-``edgefleet coordinator serve`` flags and the Helm chart's values map onto these fields one to
-one; nothing else configures the coordinator.
+Each field is a setting of the same name in the config file, ``EDGEFLEET_<NAME>`` in the
+environment, and for a few of them a flag of ``edgefleet coordinator serve``
+(``orchestrator.config_sources``); the Helm chart renders the file from its values. Nothing else
+configures the coordinator.
 """
 
 from __future__ import annotations

@@ -15,24 +15,35 @@ app = typer.Typer(help="Run the fleet coordinator.", no_args_is_help=True)
 
 @app.command("serve")
 def serve(
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="YAML file of CoordinatorConfig settings (EDGEFLEET_<SETTING> overrides it).",
+        ),
+    ] = None,
     enrollment_token: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--enrollment-token", envvar="EDGEFLEET_ENROLLMENT_TOKEN", help="Boards present it."
         ),
-    ],
+    ] = None,
     admin_token: Annotated[
-        str,
+        str | None,
         typer.Option("--admin-token", envvar="EDGEFLEET_ADMIN_TOKEN", help="Operators present it."),
-    ],
-    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT (port 0: any).")] = (
-        "127.0.0.1:50051"
-    ),
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Registry and model store.")] = (
-        Path("data/coordinator")
-    ),
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option("--listen", help="HOST:PORT (port 0: any; 127.0.0.1:50051).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Registry and model store (data/coordinator)."),
+    ] = None,
     db: Annotated[
-        str | None, typer.Option("--db", help="Database URL (default: SQLite in --data-dir).")
+        str | None,
+        typer.Option(
+            "--db", help="Database URL (default: SQLite in the data dir; EDGEFLEET_DB_URL)."
+        ),
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Prometheus metrics port (0: any).")
@@ -40,79 +51,32 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key")] = None,
     client_ca: Annotated[Path | None, typer.Option("--client-ca", help="Mutual TLS.")] = None,
-    chunk_bytes: Annotated[
-        int | None, typer.Option("--chunk-bytes", help="Largest chunk sent, bytes.")
-    ] = None,
-    heartbeat_timeout_s: Annotated[
-        float | None, typer.Option("--heartbeat-timeout-s", help="Silent this long: lost.")
-    ] = None,
-    idle_pull_interval_s: Annotated[
-        float | None, typer.Option("--idle-pull-interval-s", help="Idle boards pull this often.")
-    ] = None,
-    profile_timeout_s: Annotated[
-        float | None, typer.Option("--profile-timeout-s", help="Then another board profiles.")
-    ] = None,
-    ram_fraction: Annotated[
-        float | None, typer.Option("--ram-fraction", help="Of RAM, for boards stating no budget.")
-    ] = None,
-    default_overhead_fraction: Annotated[
-        float | None,
-        typer.Option("--default-overhead-fraction", help="Allocator term a board measured none."),
-    ] = None,
-    tick_s: Annotated[
-        float | None, typer.Option("--tick-s", help="How often the conductor looks.")
-    ] = None,
-    fsync: Annotated[
-        bool | None, typer.Option("--fsync/--no-fsync", help="Flush weights before answering.")
-    ] = None,
-    handler_threads: Annotated[
-        int | None,
-        typer.Option("--handler-threads", help="gRPC handler threads (uploads leave 16 free)."),
-    ] = None,
-    upload_concurrency: Annotated[
-        int | None,
-        typer.Option("--upload-concurrency", help="Uploads received at once; the rest wait."),
-    ] = None,
-    http2_bdp_probe: Annotated[
-        bool | None,
-        typer.Option("--http2-bdp-probe/--no-http2-bdp-probe", help="For boards on long links."),
-    ] = None,
 ) -> None:
-    """Serve the fleet API until SIGTERM or SIGINT, then stop gracefully."""
-    from orchestrator.config import Address, CoordinatorConfig
+    """Serve the fleet API until SIGTERM or SIGINT, then stop gracefully.
+
+    Every CoordinatorConfig setting can come from the --config file (its field name as the key)
+    or the environment (EDGEFLEET_ and the name upper-cased: EDGEFLEET_CHUNK_BYTES); the flags
+    here win over both. Secrets belong in the environment.
+    """
+    import os
+
+    from orchestrator.config import Address
+    from orchestrator.config_sources import load_config
     from orchestrator.server import running
 
-    # Options left out keep CoordinatorConfig's own defaults, which live there only.
-    tuning = {
-        name: value
-        for name, value in (
-            ("chunk_bytes", chunk_bytes),
-            ("heartbeat_timeout_s", heartbeat_timeout_s),
-            ("idle_pull_interval_s", idle_pull_interval_s),
-            ("profile_timeout_s", profile_timeout_s),
-            ("ram_fraction", ram_fraction),
-            ("default_overhead_fraction", default_overhead_fraction),
-            ("tick_s", tick_s),
-            ("fsync", fsync),
-            ("handler_threads", handler_threads),
-            ("upload_concurrency", upload_concurrency),
-            ("http2_bdp_probe", http2_bdp_probe),
-        )
-        if value is not None
-    }
     try:
-        config = CoordinatorConfig(
-            data_dir=data_dir,
-            enrollment_token=enrollment_token,
-            admin_token=admin_token,
-            listen=Address.parse(listen),
-            db_url=db,
-            metrics_port=metrics_port,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            client_ca=client_ca,
-            **tuning,  # type: ignore[arg-type]
-        )
+        flags = {
+            "enrollment_token": enrollment_token,
+            "admin_token": admin_token,
+            "listen": Address.parse(listen) if listen is not None else None,
+            "data_dir": data_dir,
+            "db_url": db,
+            "metrics_port": metrics_port,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "client_ca": client_ca,
+        }
+        config = load_config(config_file, os.environ, flags)
     except ValueError as exc:
         fail(str(exc))
     stop = start_service()
@@ -124,4 +88,4 @@ def serve(
             stop.wait()
     except RuntimeError as exc:
         # grpc raises RuntimeError when the address cannot be bound.
-        fail(f"cannot serve on {listen}: {exc}")
+        fail(f"cannot serve on {config.listen}: {exc}")

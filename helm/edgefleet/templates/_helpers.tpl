@@ -81,3 +81,32 @@ grpc:
   port: {{ .Values.config.listen.port }}
 {{- end }}
 {{- end }}
+
+{{/*
+The coordinator's config file: CoordinatorConfig's field names, from the chart's values.
+*/}}
+{{- define "edgefleet.coordinatorConfig" -}}
+listen: {{ printf "%s:%v" .Values.config.listen.host .Values.config.listen.port | quote }}
+data_dir: {{ .Values.config.dataDir | quote }}
+{{- if .Values.config.metricsPort }}
+metrics_port: {{ int .Values.config.metricsPort }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+tls_cert: /etc/edgefleet/tls/tls.crt
+tls_key: /etc/edgefleet/tls/tls.key
+{{- if .Values.tls.mutual }}
+client_ca: {{ printf "/etc/edgefleet/client-ca/%s" .Values.tls.clientCaKey | quote }}
+{{- end }}
+{{- end }}
+chunk_bytes: {{ int .Values.config.chunkBytes }}
+heartbeat_timeout_s: {{ .Values.config.heartbeatTimeoutS }}
+idle_pull_interval_s: {{ .Values.config.idlePullIntervalS }}
+profile_timeout_s: {{ .Values.config.profileTimeoutS }}
+ram_fraction: {{ .Values.config.ramFraction }}
+default_overhead_fraction: {{ .Values.config.defaultOverheadFraction }}
+tick_s: {{ .Values.config.tickS }}
+fsync: {{ .Values.config.fsync }}
+handler_threads: {{ int .Values.config.handlerThreads }}
+upload_concurrency: {{ int .Values.config.uploadConcurrency }}
+http2_bdp_probe: {{ .Values.config.http2BdpProbe }}
+{{- end }}

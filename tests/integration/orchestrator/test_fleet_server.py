@@ -148,10 +148,17 @@ def test_registration_survives_a_restart(tmp_path: Path) -> None:
     assert beat.next_heartbeat_s > 0
 
 
-def test_serve_command_logs_its_port_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["flags", "file and environment"])
+def test_serve_command_logs_its_port_and_stops_on_sigterm(tmp_path: Path, source: str) -> None:
     env = {**os.environ, "EDGEFLEET_ENROLLMENT_TOKEN": ENROLL, "EDGEFLEET_ADMIN_TOKEN": ADMIN}
     command = [sys.executable, "-m", "edgefleet.cli", "coordinator", "serve"]
-    command += ["--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)]
+    if source == "flags":
+        command += ["--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)]
+    else:
+        settings = tmp_path / "config.yaml"
+        settings.write_text(f"listen: 127.0.0.1:0\ndata_dir: {tmp_path / 'data'}\nfsync: false\n")
+        command += ["--config", str(settings)]
+        env["EDGEFLEET_TICK_S"] = "0.25"
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None

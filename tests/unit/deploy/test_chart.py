@@ -16,11 +16,10 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
-import typer.main
 import yaml
 
-from edgefleet.commands import coordinator
 from orchestrator.config import CoordinatorConfig
+from orchestrator.config_sources import ENV_PREFIX, load_config
 from tests.unit.deploy.sources import ALERTS, CHART, DASHBOARD
 
 # The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion: native gRPC probes are GA
@@ -42,29 +41,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
         "grafanaDashboard": {"enabled": True},
     },
-}
-# `coordinator serve`'s options and the CoordinatorConfig field each one sets.
-OPTION_FIELDS = {
-    "--enrollment-token": "enrollment_token",
-    "--admin-token": "admin_token",
-    "--listen": "listen",
-    "--data-dir": "data_dir",
-    "--db": "db_url",
-    "--metrics-port": "metrics_port",
-    "--tls-cert": "tls_cert",
-    "--tls-key": "tls_key",
-    "--client-ca": "client_ca",
-    "--chunk-bytes": "chunk_bytes",
-    "--heartbeat-timeout-s": "heartbeat_timeout_s",
-    "--idle-pull-interval-s": "idle_pull_interval_s",
-    "--profile-timeout-s": "profile_timeout_s",
-    "--ram-fraction": "ram_fraction",
-    "--default-overhead-fraction": "default_overhead_fraction",
-    "--tick-s": "tick_s",
-    "--fsync": "fsync",
-    "--handler-threads": "handler_threads",
-    "--upload-concurrency": "upload_concurrency",
-    "--http2-bdp-probe": "http2_bdp_probe",
 }
 
 
@@ -106,27 +82,26 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {variable["name"]: variable for variable in container["env"]}
 
 
-def _flags(container: dict[str, Any]) -> dict[str, str]:
-    """``--name=value`` as name: value; a switch ``--name`` or ``--no-name`` as "true"/"false"."""
-    flags: dict[str, str] = {}
-    for argument in container["args"]:
-        name, equals, value = argument.partition("=")
-        if not equals:
-            switched_off = name.startswith("--no-")
-            name = "--" + name.removeprefix("--no-").removeprefix("--")
-            value = "false" if switched_off else "true"
-        flags[name] = value
-    return flags
+def _config_file(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The coordinator's config file as the chart renders it."""
+    config_map = _one(manifests, "ConfigMap", "fleet-edgefleet-config")
+    data: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
+    return data
 
 
-def _serve_options() -> Iterator[Any]:
-    """The options of `edgefleet coordinator serve`, as typer declares them."""
-    command: Any = typer.main.get_command(coordinator.app)
-    if hasattr(command, "commands"):  # the app grew more commands than serve
-        command = command.commands["serve"]
-    for parameter in command.params:
-        if parameter.opts[0].startswith("--") and "completion" not in parameter.name:
-            yield parameter
+def _environment(container: dict[str, Any]) -> dict[str, str]:
+    """The container's variables, a secret's reference standing in for its value."""
+    return {
+        name: variable.get("value", f"from {variable.get('valueFrom')}")
+        for name, variable in _env(container).items()
+    }
+
+
+def _loaded(manifests: list[dict[str, Any]], tmp_path: Path) -> CoordinatorConfig:
+    """What the coordinator makes of the rendered file and environment (the real loader)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(_one(manifests, "ConfigMap", "fleet-edgefleet-config")["data"]["config.yaml"])
+    return load_config(path, _environment(_container(manifests)), {})
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -166,22 +141,28 @@ def test_default_values_run_one_non_root_coordinator_with_persistent_data() -> N
     pod = statefulset["spec"]["template"]["spec"]
     assert statefulset["spec"]["replicas"] == 1
     assert container["command"] == ["edgefleet", "coordinator", "serve"]
-    assert _flags(container) == {
-        "--listen": "0.0.0.0:50051",
-        "--data-dir": "/var/lib/edgefleet",
-        "--metrics-port": "9090",
-        "--chunk-bytes": "1048576",
-        "--heartbeat-timeout-s": "60",
-        "--idle-pull-interval-s": "5",
-        "--profile-timeout-s": "600",
-        "--ram-fraction": "0.85",
-        "--default-overhead-fraction": "0.5",
-        "--tick-s": "0.5",
-        "--fsync": "true",
-        "--handler-threads": "128",
-        "--upload-concurrency": "4",
-        "--http2-bdp-probe": "false",
+    assert container["args"] == ["--config=/etc/edgefleet/config/config.yaml"]
+    assert _config_file(manifests) == {
+        "listen": "0.0.0.0:50051",
+        "data_dir": "/var/lib/edgefleet",
+        "metrics_port": 9090,
+        "chunk_bytes": 1048576,
+        "heartbeat_timeout_s": 60,
+        "idle_pull_interval_s": 5,
+        "profile_timeout_s": 600,
+        "ram_fraction": 0.85,
+        "default_overhead_fraction": 0.5,
+        "tick_s": 0.5,
+        "fsync": True,
+        "handler_threads": 128,
+        "upload_concurrency": 4,
+        "http2_bdp_probe": False,
     }
+    assert {
+        "name": "config",
+        "mountPath": "/etc/edgefleet/config",
+        "readOnly": True,
+    } in container["volumeMounts"]
     (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
     assert {"name": "data", "mountPath": "/var/lib/edgefleet"} in container["volumeMounts"]
@@ -196,7 +177,9 @@ def test_default_values_run_one_non_root_coordinator_with_persistent_data() -> N
     assert services["fleet-edgefleet-metrics"]["spec"]["ports"][0]["targetPort"] == "metrics"
     assert statefulset["spec"]["serviceName"] == "fleet-edgefleet-headless"
     assert not OPERATOR_KINDS & {m["kind"] for m in manifests}
-    assert not [m for m in manifests if m["kind"] == "ConfigMap"]
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "ConfigMap"] == [
+        "fleet-edgefleet-config"
+    ]
 
 
 def test_tokens_come_from_the_charts_secret_made_valid_for_the_coordinator() -> None:
@@ -231,10 +214,10 @@ def test_tls_mounts_the_secret_and_probes_over_tcp() -> None:
 
     container = _container(manifests)
     pod = _one(manifests, "StatefulSet")["spec"]["template"]["spec"]
-    flags = _flags(container)
-    assert flags["--tls-cert"] == "/etc/edgefleet/tls/tls.crt"
-    assert flags["--tls-key"] == "/etc/edgefleet/tls/tls.key"
-    assert flags["--client-ca"] == "/etc/edgefleet/client-ca/ca.crt"
+    settings = _config_file(manifests)
+    assert settings["tls_cert"] == "/etc/edgefleet/tls/tls.crt"
+    assert settings["tls_key"] == "/etc/edgefleet/tls/tls.key"
+    assert settings["client_ca"] == "/etc/edgefleet/client-ca/ca.crt"
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "edgefleet-tls"
     assert volumes["client-ca"]["secret"]["secretName"] == "edgefleet-tls"
@@ -249,7 +232,8 @@ def test_postgresql_url_travels_in_a_secret_never_in_the_pod_spec() -> None:
 
     container = _container(manifests)
     secret = _one(manifests, "Secret", "fleet-edgefleet-database")
-    assert _flags(container)["--db"] == "$(EDGEFLEET_DB_URL)"
+    assert "db_url" not in _config_file(manifests)
+    assert not any("EDGEFLEET_DB_URL" in argument for argument in container["args"])
     reference = _env(container)["EDGEFLEET_DB_URL"]["valueFrom"]["secretKeyRef"]
     assert reference == {"name": "fleet-edgefleet-database", "key": "url"}
     assert base64.b64decode(secret["data"]["url"]).decode() == POSTGRES_URL
@@ -308,18 +292,39 @@ def test_rendered_prometheus_rule_passes_promtool(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_serve_option_is_set_by_the_chart_and_names_a_config_field() -> None:
-    config_fields = {field.name for field in dataclasses.fields(CoordinatorConfig)}
-    options = {parameter.opts[0]: parameter for parameter in _serve_options()}
+@pytest.mark.parametrize("variant", sorted(set(VARIANTS) - {"tls"}))
+def test_the_coordinator_loads_what_the_chart_renders(variant: str, tmp_path: Path) -> None:
+    manifests = _render(VARIANTS[variant])
+
+    config = _loaded(manifests, tmp_path)
+
+    assert str(config.listen) == "0.0.0.0:50051"
+    assert config.data_dir == Path("/var/lib/edgefleet")
+    assert config.enrollment_token.startswith("from ")  # a secret's reference, not a value
+    assert (config.db_url is not None) == (variant in ("postgresql", "existing-secret"))
+
+
+def test_the_coordinator_reads_the_tls_files_where_the_chart_mounts_them(tmp_path: Path) -> None:
+    manifests = _render(VARIANTS["tls"])
+
+    # The files are the pod's secrets, absent here: the loader got as far as checking them.
+    with pytest.raises(ValueError, match=r"tls_cert: no such file /etc/edgefleet/tls/tls\.crt"):
+        _loaded(manifests, tmp_path)
+
+
+def test_every_setting_has_one_place_in_the_chart() -> None:
+    fields = {field.name for field in dataclasses.fields(CoordinatorConfig)}
     set_by_chart: set[str] = set()
     for variant in VARIANTS.values():
-        container = _container(_render(variant))
-        env = _env(container)
-        set_by_chart |= set(_flags(container))
-        set_by_chart |= {option for option, parameter in options.items() if parameter.envvar in env}
+        manifests = _render(variant)
+        set_by_chart |= set(_config_file(manifests))
+        set_by_chart |= {
+            name.removeprefix(ENV_PREFIX).lower()
+            for name in _env(_container(manifests))
+            if name.removeprefix(ENV_PREFIX).lower() in fields
+        }
 
-    assert set(options) == set(OPTION_FIELDS) == set_by_chart
-    assert set(OPTION_FIELDS.values()) <= config_fields
+    assert set_by_chart == fields
 
 
 @pytest.mark.parametrize(
