@@ -452,6 +452,19 @@ class Agent:
                 else:
                     _LOG.info("job %s was cancelled; task %s dropped", task.job_id, task_id)
                 return
+            if self._arena is not None:
+                arena = self._arena.stats()
+                _LOG.info(
+                    "arena: plan %d bytes (blocks' own peak %d), %d steps replayed, %d recorded, "
+                    "%d blocks placed, %d off the record, %d around live blocks",
+                    arena.planned_bytes,
+                    arena.planned_live_bytes,
+                    arena.steps_replayed,
+                    arena.steps_recorded,
+                    arena.hits,
+                    arena.mismatches,
+                    arena.overlaps,
+                )
             pending = PendingUpdate(
                 task_id=task_id,
                 job_id=task.job_id,

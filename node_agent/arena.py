@@ -159,9 +159,3 @@ def build_arena(output: Path | None = None, compiler: str | None = None) -> Path
         )
     partial.replace(target)
     return target
-
-
-def preloaded_libraries() -> list[str]:
-    """What ``LD_PRELOAD`` names in this process's environment."""
-    value = os.environ.get(PRELOAD_ENV, "")
-    return [part for part in value.replace(":", " ").split() if part]
