@@ -79,6 +79,10 @@ class Emulation:
     cpu: str = DEFAULT_CPU
     threads: int = BOARD_THREADS
     timeout_s: float = 900.0
+    preload: Path | None = None
+    """A guest (aarch64) library preloaded into the program only, never into qemu: the
+    plan-aware arena built for the board (``node_agent.arena.build_arena`` with a cross
+    compiler)."""
 
     def __post_init__(self) -> None:
         if self.cpu not in CPUS:
@@ -112,7 +116,8 @@ def guest_command(
     board: Board, emulation: Emulation, qemu: str, arguments: Sequence[str]
 ) -> tuple[list[str], dict[str, str]]:
     """The host command line and environment that run ``python3.11 ARGUMENTS`` on the board."""
-    command = [qemu, "-L", str(board.rootfs), str(board.python), "-s", *arguments]
+    preload = ["-E", f"LD_PRELOAD={emulation.preload}"] if emulation.preload else []
+    command = [qemu, "-L", str(board.rootfs), *preload, str(board.python), "-s", *arguments]
     nice = shutil.which("nice")
     # Emulated runs take minutes of CPU: the host's other work comes first.
     if nice is not None:

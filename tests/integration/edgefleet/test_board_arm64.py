@@ -22,6 +22,7 @@ from edgefleet.board.emulator import (
 )
 from edgefleet.board.guest_training import Allocator, run_on_board
 from edgefleet.harness.hardcap import TrainJob
+from node_agent.arena import build_arena
 
 _MEMORY_CODE = (
     "import json, platform\n"
@@ -111,3 +112,27 @@ def test_a_training_job_runs_on_the_board_in_the_agents_process(
     assert guest_run.guest is not None and guest_run.overhead_bytes is not None
     assert guest_run.run.result is not None
     assert guest_run.run.result["allocator"]["malloc_libraries"] == []
+
+
+_CROSS_COMPILER = "aarch64-linux-gnu-gcc"
+_ARENA_PROBE = Path(__file__).resolve().parents[2] / "unit" / "node_agent" / "arena_probe.py"
+
+
+def test_the_arena_built_for_the_board_trains_as_glibc_does_there(
+    board: Board, tmp_path: Path
+) -> None:
+    if shutil.which(_CROSS_COMPILER) is None:
+        pytest.skip(f"no {_CROSS_COMPILER} here (apt-get install gcc-aarch64-linux-gnu)")
+    library = build_arena(tmp_path / "libedgefleet_arena-aarch64.so", compiler=_CROSS_COMPILER)
+    plain = Emulation(threads=2, timeout_s=600)
+
+    without = json.loads(run_guest(board, plain, [str(_ARENA_PROBE), "steps"]).splitlines()[-1])
+    preloaded = Emulation(threads=2, timeout_s=600, preload=library)
+    with_arena = json.loads(
+        run_guest(board, preloaded, [str(_ARENA_PROBE), "steps"]).splitlines()[-1]
+    )
+
+    assert with_arena["losses"] == without["losses"]
+    assert with_arena["kept_intact"] is True
+    assert without["stats"] is None
+    assert with_arena["stats"]["hits"] > 0

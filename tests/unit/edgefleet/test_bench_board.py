@@ -75,6 +75,18 @@ def test_the_guest_runs_the_boards_python_with_the_boards_packages_first(
     assert (Path(repository) / "node_agent" / "agent.py").is_file()
 
 
+def test_a_preloaded_library_reaches_the_guest_program_and_not_qemu(board: Board) -> None:
+    library = Path("/cache/libedgefleet_arena-aarch64.so")
+
+    command, environment = guest_command(
+        board, Emulation(preload=library), "/usr/bin/qemu-aarch64", ["-c", "pass"]
+    )
+
+    qemu_at = command.index("/usr/bin/qemu-aarch64")
+    assert command[qemu_at + 3 : qemu_at + 5] == ["-E", f"LD_PRELOAD={library}"]
+    assert "LD_PRELOAD" not in environment
+
+
 @pytest.mark.parametrize(
     ("cpu", "threads", "timeout_s"),
     [("cortex-a76", 4, 1.0), ("cortex-a53", 0, 1.0), ("cortex-a53", 4, 0.0)],

@@ -52,7 +52,7 @@ def _steps() -> dict[str, object]:
             del features
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert kept is not None
     return {
         "losses": losses,
