@@ -87,6 +87,9 @@ class CoordinatorConfig:
     64 KiB each, and their boards wait for HTTP/2 flow control). On 2 cores, 100 MobileNetV2
     uploads took 8.3-8.4 s at 4 against 9.2-9.3 s with 32 at once, and less coordinator CPU:
     fewer streams fighting over the interpreter lock. About twice the cores."""
+    selection_seed: int | None = None
+    """Seeds the random choice of boards for each round, so that a rehearsal or a demo selects
+    the same boards again; None: the system's randomness."""
     http2_bdp_probe: bool = False
     """gRPC's bandwidth-delay-product probing, which grows each HTTP/2 stream's receive window
     (on in gRPC by default). Off here: each stream's window stays at 64 KiB, so a burst of a

@@ -8,6 +8,7 @@ the kernel for a free one, which is how tests start it).
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import ExitStack, contextmanager
@@ -92,7 +93,8 @@ def running(config: CoordinatorConfig, grace_s: float = 5.0) -> Iterator[Running
             port = server.add_insecure_port(address)
         # The conductor stops after the server (callbacks run last in, first out), so no handler
         # is left waiting for it.
-        stack.enter_context(Conductor(state).running())
+        rng = random.Random(config.selection_seed) if config.selection_seed is not None else None
+        stack.enter_context(Conductor(state, rng).running())
         server.start()
         stack.callback(lambda: server.stop(grace_s).wait())
         for service in ("", fleet_name, jobs_name):

@@ -349,6 +349,8 @@ def run_demo(config: DemoConfig, say: Say) -> tuple[DemoResult, dict[str, float]
         idle_pull_interval_s=0.5,
         heartbeat_timeout_s=120.0,
         fsync=False,
+        # The same boards train in the same rounds on every run of the demo.
+        selection_seed=settings.seed,
     )
     accuracy_by_round = {
         board.name: [acc] for board, acc in zip(config.boards, before, strict=True)

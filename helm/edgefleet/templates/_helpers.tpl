@@ -109,4 +109,7 @@ fsync: {{ .Values.config.fsync }}
 handler_threads: {{ int .Values.config.handlerThreads }}
 upload_concurrency: {{ int .Values.config.uploadConcurrency }}
 http2_bdp_probe: {{ .Values.config.http2BdpProbe }}
+{{- if not (kindIs "invalid" .Values.config.selectionSeed) }}
+selection_seed: {{ int .Values.config.selectionSeed }}
+{{- end }}
 {{- end }}

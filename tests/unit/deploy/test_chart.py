@@ -31,7 +31,7 @@ POSTGRES_URL = "postgresql+psycopg://edgefleet:s3cret@postgres.db:5432/edgefleet
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "tls": {"tls": {"enabled": True, "secretName": "edgefleet-tls", "mutual": True}},
-    "postgresql": {"database": {"url": POSTGRES_URL}},
+    "postgresql": {"database": {"url": POSTGRES_URL}, "config": {"selectionSeed": 7}},
     "existing-secret": {
         "auth": {"existingSecret": "fleet-tokens"},
         "database": {"existingSecret": "fleet-db", "urlKey": "dsn"},
@@ -302,6 +302,7 @@ def test_the_coordinator_loads_what_the_chart_renders(variant: str, tmp_path: Pa
     assert config.data_dir == Path("/var/lib/edgefleet")
     assert config.enrollment_token.startswith("from ")  # a secret's reference, not a value
     assert (config.db_url is not None) == (variant in ("postgresql", "existing-secret"))
+    assert config.selection_seed == (7 if variant == "postgresql" else None)
 
 
 def test_the_coordinator_reads_the_tls_files_where_the_chart_mounts_them(tmp_path: Path) -> None:
