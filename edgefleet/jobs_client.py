@@ -7,7 +7,8 @@ them into messages). Weights travel as checksummed chunks both ways (``protos.tr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 
@@ -34,16 +35,10 @@ class JobsClient:
         return str(response.sha256_hex)
 
     def submit(self, spec: jobs_pb2.JobSpec) -> jobs_pb2.Job:
-        request = jobs_pb2.SubmitJobRequest(spec=spec)
-        response = self._stub.SubmitJob(request, metadata=self._metadata, timeout=self._timeout_s)
-        job: jobs_pb2.Job = response.job
-        return job
+        return self._job(self._stub.SubmitJob, jobs_pb2.SubmitJobRequest(spec=spec))
 
     def get(self, job_id: str) -> jobs_pb2.Job:
-        request = jobs_pb2.GetJobRequest(job_id=job_id)
-        response = self._stub.GetJob(request, metadata=self._metadata, timeout=self._timeout_s)
-        job: jobs_pb2.Job = response.job
-        return job
+        return self._job(self._stub.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))
 
     def list_jobs(self) -> list[jobs_pb2.Job]:
         """Every job, newest first, page after page."""
@@ -60,8 +55,11 @@ class JobsClient:
                 return found
 
     def cancel(self, job_id: str) -> jobs_pb2.Job:
-        request = jobs_pb2.CancelJobRequest(job_id=job_id)
-        response = self._stub.CancelJob(request, metadata=self._metadata, timeout=self._timeout_s)
+        return self._job(self._stub.CancelJob, jobs_pb2.CancelJobRequest(job_id=job_id))
+
+    def _job(self, method: Callable[..., Any], request: object) -> jobs_pb2.Job:
+        """A unary call answered with a job (submit, get, cancel)."""
+        response = method(request, metadata=self._metadata, timeout=self._timeout_s)
         job: jobs_pb2.Job = response.job
         return job
 
