@@ -56,6 +56,20 @@ class Vocabulary(Generic[V]):
             raise UnknownValue(f"{self.prefix}UNSPECIFIED names nothing")
         return name.removeprefix(self.prefix).lower()
 
+    def name_or_none(self, number: int) -> str | None:
+        """``from_proto``, but None for a value not set or not known (a field left empty)."""
+        try:
+            return self.from_proto(number)
+        except UnknownValue:
+            return None
+
+    def to_proto_or(self, name: str, unknown: V) -> V:
+        """``to_proto``, but ``unknown`` for a name this protocol has no value for."""
+        try:
+            return self.to_proto(name)
+        except UnknownValue:
+            return unknown
+
     def names(self) -> set[str]:
         """Every name the proto enum defines, ``UNSPECIFIED`` left out, as the code spells it."""
         return {

@@ -21,15 +21,7 @@ from orchestrator.servicers.convert import (
 )
 from orchestrator.state import FleetState
 from protos.edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
-from protos.vocabulary import FAILURE_KIND, OPTIMIZER, UnknownValue
-
-
-def _failure_kind(number: int) -> FailureKind:
-    """A board's failure kind; one this protocol has no name for counts as internal."""
-    try:
-        return FailureKind(FAILURE_KIND.from_proto(number))
-    except UnknownValue:
-        return FailureKind.INTERNAL
+from protos.vocabulary import FAILURE_KIND, OPTIMIZER
 
 
 def _credential(context: grpc.ServicerContext) -> str:
@@ -230,7 +222,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             _credential(context),
             tasks.FailureReport(
                 task_id=request.task_id,
-                kind=_failure_kind(request.kind),
+                kind=FailureKind(FAILURE_KIND.name_or_none(request.kind) or FailureKind.INTERNAL),
                 observed_peak_bytes=request.observed_peak_bytes,
                 message=request.message,
             ),

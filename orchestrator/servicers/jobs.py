@@ -27,9 +27,6 @@ from protos.vocabulary import (
     FAILURE_KIND,
     OPTIMIZER,
     ROUND_OUTCOME,
-    UnknownValue,
-    V,
-    Vocabulary,
 )
 
 _STATES = {
@@ -39,22 +36,6 @@ _STATES = {
     JobStatus.FAILED: jobs_pb2.JOB_STATE_FAILED,
     JobStatus.CANCELLED: jobs_pb2.JOB_STATE_CANCELLED,
 }
-
-
-def _known(vocabulary: Vocabulary[V], number: int) -> str | None:
-    """The name of a proto value; None for one not set (the job spec then says what it needs)."""
-    try:
-        return vocabulary.from_proto(number)
-    except UnknownValue:
-        return None
-
-
-def _wire(vocabulary: Vocabulary[V], name: str, unknown: V) -> V:
-    """A stored name on the wire; ``unknown`` for one this protocol has no value for."""
-    try:
-        return vocabulary.to_proto(name)
-    except UnknownValue:
-        return unknown
 
 
 def spec_to_fields(spec: jobs_pb2.JobSpec) -> dict[str, object]:
@@ -70,11 +51,11 @@ def spec_to_fields(spec: jobs_pb2.JobSpec) -> dict[str, object]:
     }
     optional = {
         "teacher": spec.teacher_model or None,
-        "optimizer": _known(OPTIMIZER, spec.optimizer),
+        "optimizer": OPTIMIZER.name_or_none(spec.optimizer),
         "fraction_per_round": spec.node_fraction or None,
         "min_nodes": spec.min_nodes or None,
         "round_deadline_s": spec.round_deadline_s or None,
-        "aggregation": _known(AGGREGATION_RULE, spec.aggregation),
+        "aggregation": AGGREGATION_RULE.name_or_none(spec.aggregation),
         "trim_fraction": spec.trim_fraction if spec.HasField("trim_fraction") else None,
         "temperature": spec.temperature if spec.HasField("temperature") else None,
         "initial_weights_sha256_hex": spec.initial_weights_sha256_hex or None,
@@ -175,7 +156,9 @@ def event_to_proto(event: EventRecord) -> jobs_pb2.JobEvent:
         message.round_completed.CopyFrom(
             jobs_pb2.RoundCompleted(
                 round=data["round"],
-                outcome=_wire(ROUND_OUTCOME, data["outcome"], jobs_pb2.ROUND_OUTCOME_UNSPECIFIED),
+                outcome=ROUND_OUTCOME.to_proto_or(
+                    data["outcome"], jobs_pb2.ROUND_OUTCOME_UNSPECIFIED
+                ),
                 num_updates=data["num_updates"],
                 model_sha256_hex=data["model_sha256_hex"],
                 duration_s=data["duration_s"],
@@ -187,7 +170,7 @@ def event_to_proto(event: EventRecord) -> jobs_pb2.JobEvent:
             jobs_pb2.NodeFailed(
                 round=data["round"],
                 node_id=data["node_id"],
-                kind=_wire(FAILURE_KIND, data["kind"], fleet_pb2.FAILURE_KIND_INTERNAL),
+                kind=FAILURE_KIND.to_proto_or(data["kind"], fleet_pb2.FAILURE_KIND_INTERNAL),
                 message=data["message"],
             )
         )

@@ -41,3 +41,11 @@ def test_conversion_goes_by_name() -> None:
 def test_what_one_side_does_not_know_is_a_clear_error(convert: object, message: str) -> None:
     with pytest.raises(UnknownValue, match=message):
         convert()  # type: ignore[operator]
+
+
+def test_the_tolerant_conversions_fall_back_for_what_is_unknown() -> None:
+    assert OPTIMIZER.name_or_none(common_pb2.OPTIMIZER_UNSPECIFIED) is None
+    assert OPTIMIZER.name_or_none(common_pb2.OPTIMIZER_SGD) == "sgd"
+    fallback = fleet_pb2.FAILURE_KIND_INTERNAL
+    assert FAILURE_KIND.to_proto_or("melted", fallback) == fallback
+    assert FAILURE_KIND.to_proto_or("no_data", fallback) == fleet_pb2.FAILURE_KIND_NO_DATA
